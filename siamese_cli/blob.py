@@ -1,0 +1,76 @@
+"""Blob: the unit of storage that flows through a net (Caffe's Blob, without the GPU half)."""
+import numpy as np
+
+from .proto import caffe_pb2
+
+
+class Blob:
+    """A float32 `data` array and a `diff` array (its gradient) of the same shape.
+
+    Learnable parameters shared by name are one Blob object used by several layers,
+    so their gradients add up in one `diff`.
+    """
+
+    __slots__ = ("data", "diff")
+
+    def __init__(self, shape=(0,)):
+        self.data = np.zeros(shape, np.float32)
+        self.diff = np.zeros(shape, np.float32)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def count(self):
+        return self.data.size
+
+    def reshape(self, shape):
+        """Resize to `shape`; memory is kept when the shape is unchanged."""
+        shape = tuple(int(d) for d in shape)
+        if shape != self.data.shape:
+            self.data = np.zeros(shape, np.float32)
+            self.diff = np.zeros(shape, np.float32)
+
+    def share_data(self, other):
+        """Make this blob view the same data array as `other` (for in-place reshapes)."""
+        self.data = other.data
+
+    def __repr__(self):
+        return f"Blob{self.shape}"
+
+    def to_proto(self, write_diff=False):
+        proto = caffe_pb2.BlobProto()
+        proto.shape.dim.extend(self.shape)
+        proto.data.extend(self.data.ravel().tolist())
+        if write_diff:
+            proto.diff.extend(self.diff.ravel().tolist())
+        return proto
+
+    def from_proto(self, proto, reshape=True):
+        """Load data (and diff, if present) from a BlobProto; legacy 4-D shapes are accepted."""
+        shape = blob_proto_shape(proto)
+        if reshape:
+            self.reshape(shape)
+        elif int(np.prod(shape)) != self.count:
+            raise ValueError(f"shape mismatch: file has {list(shape)}, blob is {list(self.shape)}")
+        self.data[...] = proto_array(proto, "data").reshape(self.shape)
+        diff = proto_array(proto, "diff")
+        if diff.size:
+            self.diff[...] = diff.reshape(self.shape)
+
+
+def blob_proto_shape(proto):
+    if proto.HasField("shape"):
+        return tuple(int(d) for d in proto.shape.dim)
+    if proto.num or proto.channels or proto.height or proto.width:
+        return (proto.num, proto.channels, proto.height, proto.width)
+    return (len(proto.data) or len(proto.double_data),)
+
+
+def proto_array(proto, field):
+    """The float32 values of `data` or `diff`, taken from the double_ field when that is the one set."""
+    values = getattr(proto, field)
+    if not len(values):
+        values = getattr(proto, "double_" + field)
+    return np.array(values, dtype=np.float32)

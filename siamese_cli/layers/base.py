@@ -1,0 +1,61 @@
+"""The contract every layer keeps: setup, reshape, forward, backward."""
+from ..errors import SiameseError
+
+
+class Layer:
+    """A layer built from its LayerParameter.
+
+    `type` is Caffe's type string, by which the registry finds the class.
+    `self.blobs` holds the learnable parameters (weights, bias) as Blobs; the net may
+    replace them with shared Blobs after `setup`. Layers never see the net, the
+    solver or any file.
+
+    Subclasses set the class attributes that describe them:
+    - `num_bottom`/`num_top`: exact counts (None: any), or
+      `min_bottom`/`min_top`: lower bounds.
+    - `is_loss`: the first top defaults to loss_weight 1.
+    """
+
+    type = None
+    num_bottom = None
+    num_top = None
+    min_bottom = 0
+    min_top = 0
+    is_loss = False
+
+    def __init__(self, param, phase="TEST", rng=None):
+        self.param = param
+        self.phase = phase
+        self.rng = rng
+        self.blobs = []
+
+    @property
+    def name(self):
+        return self.param.name
+
+    def check_counts(self, bottom, top):
+        for what, blobs, exact, least in (
+            ("bottom", bottom, self.num_bottom, self.min_bottom),
+            ("top", top, self.num_top, self.min_top),
+        ):
+            if exact is not None and len(blobs) != exact:
+                raise self.error(f"takes {exact} {what} blob(s), got {len(blobs)}")
+            if len(blobs) < least:
+                raise self.error(f"takes at least {least} {what} blob(s), got {len(blobs)}")
+
+    def error(self, message):
+        return SiameseError(f'layer "{self.name}" ({self.type}): {message}')
+
+    def setup(self, bottom, top):
+        """Read the layer's parameters and create `self.blobs`; called once."""
+
+    def reshape(self, bottom, top):
+        """Shape the tops (and any buffers) for the current bottom shapes."""
+        raise NotImplementedError
+
+    def forward(self, bottom, top):
+        raise NotImplementedError
+
+    def backward(self, top, propagate_down, bottom):
+        """Write bottom diffs (where propagate_down[i]) and ADD param gradients into blob.diff."""
+        raise NotImplementedError
