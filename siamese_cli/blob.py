@@ -40,12 +40,7 @@ class Blob:
         return f"Blob{self.shape}"
 
     def to_proto(self, write_diff=False):
-        proto = caffe_pb2.BlobProto()
-        proto.shape.dim.extend(self.shape)
-        proto.data.extend(self.data.ravel().tolist())
-        if write_diff:
-            proto.diff.extend(self.diff.ravel().tolist())
-        return proto
+        return array_to_proto(self.data, self.diff if write_diff else None)
 
     def from_proto(self, proto, reshape=True):
         """Load data (and diff, if present) from a BlobProto; legacy 4-D shapes are accepted."""
@@ -58,6 +53,16 @@ class Blob:
         diff = proto_array(proto, "diff")
         if diff.size:
             self.diff[...] = diff.reshape(self.shape)
+
+
+def array_to_proto(data, diff=None):
+    """A BlobProto with BlobShape filled, as Caffe 1.0 writes it."""
+    proto = caffe_pb2.BlobProto()
+    proto.shape.dim.extend(data.shape)
+    proto.data.extend(data.ravel().tolist())
+    if diff is not None:
+        proto.diff.extend(diff.ravel().tolist())
+    return proto
 
 
 def blob_proto_shape(proto):

@@ -14,6 +14,7 @@ class Layer:
     - `num_bottom`/`num_top`: exact counts (None: any), or
       `min_bottom`/`min_top`: lower bounds.
     - `is_loss`: the first top defaults to loss_weight 1.
+    - `no_gradient_bottoms`: indices of bottoms that take no gradient (labels).
     """
 
     type = None
@@ -22,6 +23,11 @@ class Layer:
     min_bottom = 0
     min_top = 0
     is_loss = False
+    no_gradient_bottoms = ()
+
+    def allow_backward(self, index):
+        """False for bottoms that never take a gradient (labels), even under force_backward."""
+        return index not in self.no_gradient_bottoms
 
     def __init__(self, param, phase="TEST", rng=None):
         self.param = param

@@ -1,0 +1,34 @@
+"""Log lines in glog's layout, so Caffe's log parsers (parse_log.py, plot_training_log.py) read them."""
+import datetime
+import os
+import sys
+import threading
+
+
+class CaffeLog:
+    """Writes `I1129 02:43:50.123456 12345 solver.py:42] message` lines.
+
+    A progress bar sharing the stream is cleared before each line and redrawn after.
+    """
+
+    def __init__(self, stream=None, source="solver.py"):
+        self.stream = stream or sys.stderr
+        self.source = source
+        self.progress = None
+
+    def __call__(self, message, severity="I", source=None):
+        now = datetime.datetime.now()
+        prefix = (f"{severity}{now:%m%d %H:%M:%S}.{now.microsecond:06d} {threading.get_native_id() or os.getpid():>5} "
+                  f"{source or self.source}]")
+        if self.progress is not None:
+            self.progress.clear()
+        self.stream.write(f"{prefix} {message}\n")
+        self.stream.flush()
+
+    def warning(self, message, source=None):
+        self(message, severity="W", source=source)
+
+
+def fmt(value):
+    """A number as C++'s ostream prints it by default (6 significant digits, %g style)."""
+    return f"{float(value):.6g}"

@@ -1,0 +1,411 @@
+"""Net: the layers and blobs of one phase of a Caffe net definition, wired in prototxt order."""
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from .blob import Blob
+from .errors import SiameseError
+from .io.files import read_binary_proto, write_bytes_atomic
+from .io.prototxt import read_net
+from .layers import layer_class
+from .proto import caffe_pb2
+
+PHASES = {"TRAIN": caffe_pb2.TRAIN, "TEST": caffe_pb2.TEST}
+
+
+class LearnableParam:
+    """One unique parameter storage and the multipliers the solver applies to it."""
+
+    __slots__ = ("blob", "name", "lr_mult", "decay_mult")
+
+    def __init__(self, blob, name, lr_mult, decay_mult):
+        self.blob, self.name, self.lr_mult, self.decay_mult = blob, name, lr_mult, decay_mult
+
+    def __repr__(self):
+        return f"LearnableParam({self.name}, {self.blob.shape}, lr_mult={self.lr_mult}, decay_mult={self.decay_mult})"
+
+
+def _phase_value(phase):
+    if isinstance(phase, str):
+        try:
+            return PHASES[phase.upper()]
+        except KeyError:
+            raise SiameseError(f'unknown phase "{phase}"; use TRAIN or TEST') from None
+    return phase
+
+
+def state_meets_rule(state, rule):
+    """Caffe's NetStateRule test: phase, level bounds, required and excluded stages."""
+    if rule.HasField("phase") and rule.phase != state.phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    stages = set(state.stage)
+    if any(stage not in stages for stage in rule.stage):
+        return False
+    return not any(stage in stages for stage in rule.not_stage)
+
+
+def layer_included(layer_param, state):
+    if layer_param.include:
+        return any(state_meets_rule(state, rule) for rule in layer_param.include)
+    return not any(state_meets_rule(state, rule) for rule in layer_param.exclude)
+
+
+def filter_net(net_param, state):
+    """A copy of `net_param` holding only the layers that the net state admits."""
+    filtered = caffe_pb2.NetParameter()
+    filtered.CopyFrom(net_param)
+    del filtered.layer[:]
+    filtered.layer.extend(layer for layer in net_param.layer if layer_included(layer, state))
+    return filtered
+
+
+def insert_splits(net_param):
+    """Give every blob that several layers read its own Split layer, as Caffe does.
+
+    Each consumer then writes its own diff and the Split layer sums them, so no
+    layer ever has to add into a bottom diff. An in-place layer starts a new version
+    of its blob, and only readers of the same version share it.
+    """
+    producer = {}  # blob name -> (layer index, top index) of its current version
+    consumers = {}  # (layer index, top index) -> [(layer index, bottom index)]
+    for name in net_param.input:
+        producer[name] = (-1, list(net_param.input).index(name))
+        consumers[producer[name]] = []
+    for i, layer in enumerate(net_param.layer):
+        for j, bottom in enumerate(layer.bottom):
+            if bottom not in producer:
+                raise SiameseError(f'layer "{layer.name}" ({layer.type}): unknown bottom blob "{bottom}" '
+                                   f"(no earlier layer of this phase produces it)")
+            consumers[producer[bottom]].append((i, j))
+        for j, top in enumerate(layer.top):
+            producer[top] = (i, j)
+            consumers[(i, j)] = []
+    shared = {source: users for source, users in consumers.items() if len(users) > 1}
+    if not shared:
+        return net_param
+
+    result = caffe_pb2.NetParameter()
+    result.CopyFrom(net_param)
+    del result.layer[:]
+
+    def split_layer(blob, producer_name, top_index, count):
+        split = caffe_pb2.LayerParameter(name=f"{blob}_{producer_name}_{top_index}_split", type="Split")
+        split.bottom.append(blob)
+        split.top.extend(f"{blob}_{producer_name}_{top_index}_split_{k}" for k in range(count))
+        return split
+
+    rename = {}  # (layer index, bottom index) -> split top name
+    for source, users in shared.items():
+        layer_index, top_index = source
+        if layer_index < 0:
+            blob, producer_name = net_param.input[top_index], "input"
+        else:
+            blob, producer_name = net_param.layer[layer_index].top[top_index], net_param.layer[layer_index].name
+        for k, user in enumerate(users):
+            rename[user] = f"{blob}_{producer_name}_{top_index}_split_{k}"
+
+    def splits_after(layer_index, tops):
+        for top_index, blob in enumerate(tops):
+            users = shared.get((layer_index, top_index))
+            if users:
+                producer_name = "input" if layer_index < 0 else net_param.layer[layer_index].name
+                result.layer.append(split_layer(blob, producer_name, top_index, len(users)))
+
+    splits_after(-1, net_param.input)
+    for i, layer in enumerate(net_param.layer):
+        copy = result.layer.add()
+        copy.CopyFrom(layer)
+        for j in range(len(layer.bottom)):
+            if (i, j) in rename:
+                copy.bottom[j] = rename[(i, j)]
+        splits_after(i, layer.top)
+    return result
+
+
+def _legacy_input_shapes(net_param):
+    """Shapes of the deploy-style `input:` blobs (input_shape, or the older input_dim quadruples)."""
+    names = list(net_param.input)
+    if net_param.input_shape:
+        if len(net_param.input_shape) != len(names):
+            raise SiameseError(f"net has {len(names)} input(s) but {len(net_param.input_shape)} input_shape(s)")
+        return [tuple(shape.dim) for shape in net_param.input_shape]
+    dims = list(net_param.input_dim)
+    if len(dims) != 4 * len(names):
+        raise SiameseError("each net input needs an input_shape (or four input_dim values)")
+    return [tuple(dims[4 * k:4 * k + 4]) for k in range(len(names))]
+
+
+class Net:
+    """A Caffe net for one phase, built from a prototxt path or a NetParameter.
+
+    In the spirit of pycaffe: `net.blobs[name].data`, `net.params[layer][i].data`,
+    `net.forward(data=x)` returns the output blobs, `net.backward()`.
+    Parameters named in `param { name: ... }` are one Blob shared by every layer
+    that names them; `learnable_params` lists each storage once.
+    """
+
+    def __init__(self, model, weights=None, phase="TEST", level=0, stages=(), seed=None):
+        net_param = read_net(model) if isinstance(model, (str, Path)) else model
+        self.source = str(model) if isinstance(model, (str, Path)) else net_param.name
+        state = caffe_pb2.NetState()
+        state.MergeFrom(net_param.state)
+        state.phase = _phase_value(phase)
+        state.level = level
+        state.stage.extend(stages)
+        self.phase = "TRAIN" if state.phase == caffe_pb2.TRAIN else "TEST"
+        self.name = net_param.name
+        self.force_backward = net_param.force_backward
+        self.param = insert_splits(filter_net(net_param, state))
+        self.blobs = OrderedDict()
+        self.layers = []
+        self.layer_dict = OrderedDict()
+        self.bottoms, self.tops = [], []
+        self.inputs = []
+        self.params = OrderedDict()
+        self.learnable_params = []
+        self._loss_weights = []  # per layer: [(top blob, weight)]
+        seeds = np.random.SeedSequence(seed).spawn(len(self.param.layer) + 1)
+        self._build(seeds)
+        if weights:
+            for path in str(weights).split(","):
+                self.copy_from(path)
+
+    # ---- construction -------------------------------------------------------------
+    def _build(self, seeds):
+        for name, shape in zip(self.param.input, _legacy_input_shapes(self.param)):
+            self.blobs[name] = Blob(shape)
+            self.inputs.append(name)
+
+        owners = {}  # shared param name -> (LearnableParam, ParamSpec, layer name)
+        producing_layer = {}
+        for index, lp in enumerate(self.param.layer):
+            cls = layer_class(lp.type)
+            layer = cls(lp, phase=self.phase, rng=np.random.default_rng(seeds[index]))
+            bottoms = [self.blobs[name] for name in lp.bottom]
+            tops = []
+            for j, name in enumerate(lp.top):
+                in_place = j < len(lp.bottom) and lp.bottom[j] == name
+                if name in self.blobs and not in_place:
+                    raise SiameseError(f'layer "{lp.name}": top blob "{name}" is already produced by layer '
+                                       f'"{producing_layer.get(name, "input")}"; rename it or make the layer in-place')
+                if not in_place:
+                    self.blobs[name] = Blob()
+                producing_layer[name] = lp.name
+                tops.append(self.blobs[name])
+            layer.check_counts(bottoms, tops)
+            layer.setup(bottoms, tops)
+            layer.reshape(bottoms, tops)
+            if lp.type == "Input":
+                self.inputs.extend(lp.top)
+            self._share_params(layer, lp, owners)
+            self.layers.append(layer)
+            self.layer_dict[lp.name] = layer
+            self.bottoms.append(bottoms)
+            self.tops.append(tops)
+            if layer.blobs:
+                self.params[lp.name] = layer.blobs
+            self._loss_weights.append(self._layer_loss_weights(layer, lp, tops))
+        self._plan_backward()
+        available = dict.fromkeys(self.param.input)
+        for lp in self.param.layer:
+            for name in lp.bottom:
+                available.pop(name, None)
+            available.update(dict.fromkeys(lp.top))
+        self.outputs = list(available)
+
+    @staticmethod
+    def _layer_loss_weights(layer, lp, tops):
+        if lp.loss_weight:
+            if len(lp.loss_weight) != len(tops):
+                raise SiameseError(f'layer "{lp.name}": {len(lp.loss_weight)} loss_weight values for {len(tops)} tops')
+            weights = list(lp.loss_weight)
+        else:
+            weights = [1.0 if (layer.is_loss and j == 0) else 0.0 for j in range(len(tops))]
+        return [(top, w) for top, w in zip(tops, weights) if w != 0]
+
+    def _share_params(self, layer, lp, owners):
+        for k, blob in enumerate(layer.blobs):
+            spec = lp.param[k] if k < len(lp.param) else caffe_pb2.ParamSpec()
+            lr_mult, decay_mult = spec.lr_mult, spec.decay_mult
+            if not spec.name or spec.name not in owners:
+                learnable = LearnableParam(blob, spec.name or f"{lp.name}[{k}]", lr_mult, decay_mult)
+                self.learnable_params.append(learnable)
+                if spec.name:
+                    owners[spec.name] = (learnable, spec, lp.name)
+                continue
+            owner, owner_spec, owner_layer = owners[spec.name]
+            where = f'layer "{lp.name}": shared param "{spec.name}" (owned by layer "{owner_layer}")'
+            if blob.shape != owner.blob.shape:
+                permissive = spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE
+                if not (permissive and blob.count == owner.blob.count):
+                    raise SiameseError(f"{where} has shape {list(blob.shape)} here but {list(owner.blob.shape)} "
+                                       f"there; shared params must have the same shape")
+            for field in ("lr_mult", "decay_mult"):
+                if spec.HasField(field) and owner_spec.HasField(field):
+                    if getattr(spec, field) != getattr(owner_spec, field):
+                        raise SiameseError(f"{where}: {field} {getattr(spec, field):g} differs from the owner's "
+                                           f"{getattr(owner_spec, field):g}; give both the same value")
+                elif spec.HasField(field):
+                    setattr(owner, field, getattr(spec, field))
+            layer.blobs[k] = owner.blob
+
+    def _plan_backward(self):
+        """Decide, as Caffe does, which layers run backward and to which bottoms they propagate."""
+        trainable = {id(p.blob) for p in self.learnable_params if p.lr_mult != 0}
+        needs_grad = set()
+        layer_needs = []
+        self.propagate_down = []
+        for layer, lp, bottoms, tops in zip(self.layers, self.param.layer, self.bottoms, self.tops):
+            propagate = [self.force_backward or name in needs_grad for name in lp.bottom]
+            if lp.propagate_down:
+                if len(lp.propagate_down) != len(bottoms):
+                    raise SiameseError(f'layer "{lp.name}": propagate_down needs one value per bottom')
+                propagate = [want and p for want, p in zip(lp.propagate_down, propagate)]
+            propagate = [p and layer.allow_backward(j) for j, p in enumerate(propagate)]
+            has_params = any(id(b) in trainable for b in layer.blobs)
+            need = any(propagate) or has_params or (self.force_backward and bool(bottoms))
+            layer_needs.append(need)
+            self.propagate_down.append(propagate)
+            if need:
+                needs_grad.update(lp.top)
+
+        # Layers that feed no loss need no backward pass (Caffe's blobs_under_loss).
+        under_loss = set()
+        for i in reversed(range(len(self.layers))):
+            lp = self.param.layer[i]
+            contributes = bool(self._loss_weights[i]) or any(name in under_loss for name in lp.top)
+            if not contributes and not self.force_backward:
+                layer_needs[i] = False
+                self.propagate_down[i] = [False] * len(lp.bottom)
+            if layer_needs[i]:
+                under_loss.update(name for name, p in zip(lp.bottom, self.propagate_down[i]) if p)
+        self.layer_needs_backward = layer_needs
+
+    # ---- running ------------------------------------------------------------------
+    def _forward(self, start=0):
+        loss = 0.0
+        for layer, bottoms, tops, weights in zip(self.layers[start:], self.bottoms[start:], self.tops[start:],
+                                                 self._loss_weights[start:]):
+            layer.reshape(bottoms, tops)
+            layer.forward(bottoms, tops)
+            for top, weight in weights:
+                loss += weight * float(top.data.sum())
+        return loss
+
+    def forward(self, **inputs):
+        """Fill the named input blobs (reshaping them), run forward, return {output: array copy}."""
+        for name, array in inputs.items():
+            if name not in self.blobs:
+                raise SiameseError(f'net "{self.name}" has no blob "{name}"; its inputs are {self.inputs}')
+            array = np.asarray(array, dtype=np.float32)
+            self.blobs[name].reshape(array.shape)
+            self.blobs[name].data[...] = array
+        self._forward()
+        return {name: self.blobs[name].data.copy() for name in self.outputs}
+
+    def forward_loss(self):
+        """One forward pass over whatever the inputs hold; the weighted loss."""
+        return self._forward()
+
+    def backward(self):
+        """Backpropagate from the loss tops; parameter gradients ADD into their diffs."""
+        for i in reversed(range(len(self.layers))):
+            if not self.layer_needs_backward[i]:
+                continue
+            for top, weight in self._loss_weights[i]:
+                top.diff[...] = weight
+            self.layers[i].backward(self.tops[i], self.propagate_down[i], self.bottoms[i])
+
+    def forward_backward(self):
+        loss = self._forward()
+        self.backward()
+        return loss
+
+    def clear_param_diffs(self):
+        for param in self.learnable_params:
+            param.blob.diff[...] = 0
+
+    def output_values(self):
+        """(name, values as a flat array, loss weight) for each output blob, in order."""
+        weight_of = {id(top): w for weights in self._loss_weights for top, w in weights}
+        return [(name, self.blobs[name].data.ravel(), weight_of.get(id(self.blobs[name]), 0.0))
+                for name in self.outputs]
+
+    def close(self):
+        for layer in self.layers:
+            close = getattr(layer, "close", None)
+            if close:
+                close()
+
+    # ---- weights ------------------------------------------------------------------
+    def share_weights_from(self, other):
+        """Use `other`'s parameter Blobs for every layer of the same name (a test net and its train net)."""
+        replaced = {}
+        for name, layer in self.layer_dict.items():
+            source = other.layer_dict.get(name)
+            if source is None or not layer.blobs:
+                continue
+            if len(source.blobs) != len(layer.blobs):
+                raise SiameseError(f'layer "{name}" has {len(layer.blobs)} param blobs here, {len(source.blobs)} there')
+            for k, blob in enumerate(source.blobs):
+                if blob.shape != layer.blobs[k].shape:
+                    raise SiameseError(f'layer "{name}" param {k}: shape {list(layer.blobs[k].shape)} here, '
+                                       f"{list(blob.shape)} in the train net")
+                replaced[id(layer.blobs[k])] = blob
+                layer.blobs[k] = blob
+        for param in self.learnable_params:
+            param.blob = replaced.get(id(param.blob), param.blob)
+
+    def copy_from(self, path):
+        """Load weights from a Caffe .caffemodel: layers matched by name, others ignored as in Caffe."""
+        proto = read_binary_proto(path, caffe_pb2.NetParameter())
+        self.copy_from_proto(proto, source=str(path))
+
+    def copy_from_proto(self, proto, source="weights"):
+        from .blob import blob_proto_shape
+
+        copied = 0
+        for lp in proto.layer:
+            layer = self.layer_dict.get(lp.name)
+            if layer is None or not lp.blobs:
+                continue
+            if len(lp.blobs) != len(layer.blobs):
+                raise SiameseError(f'{source}: layer "{lp.name}" has {len(lp.blobs)} blobs in the file but '
+                                   f"{len(layer.blobs)} in the net")
+            for k, blob_proto in enumerate(lp.blobs):
+                shape = blob_proto_shape(blob_proto)
+                target = layer.blobs[k]
+                if tuple(shape) != target.shape and int(np.prod(shape)) != target.count:
+                    raise SiameseError(f'{source}: layer "{lp.name}" blob {k} has shape {list(shape)} in the file '
+                                       f"but {list(target.shape)} in the net")
+                target.from_proto(blob_proto, reshape=False)
+            copied += 1
+        if copied == 0 and self.params:
+            raise SiameseError(f"{source}: no layer of the file matches a layer with parameters in net "
+                               f'"{self.name}"; is it the weights of another net?')
+
+    def to_proto(self, write_diff=False):
+        """The NetParameter Caffe writes as a .caffemodel: every layer with its blobs."""
+        proto = caffe_pb2.NetParameter()
+        proto.name = self.name
+        for layer, lp in zip(self.layers, self.param.layer):
+            if lp.type == "Split":
+                continue
+            entry = proto.layer.add()
+            entry.CopyFrom(lp)
+            del entry.blobs[:]
+            for blob in layer.blobs:
+                entry.blobs.append(blob.to_proto(write_diff))
+        return proto
+
+    def save(self, path):
+        """Write the weights as a Caffe binary .caffemodel (atomically)."""
+        write_bytes_atomic(path, self.to_proto().SerializeToString())
+
+    def __repr__(self):
+        return f"Net({self.name!r}, phase={self.phase}, layers={len(self.layers)})"
