@@ -287,15 +287,22 @@ class Net:
         self.layer_needs_backward = layer_needs
 
     # ---- running ------------------------------------------------------------------
-    def _forward(self, start=0):
-        loss = 0.0
-        for layer, bottoms, tops, weights in zip(self.layers[start:], self.bottoms[start:], self.tops[start:],
-                                                 self._loss_weights[start:]):
-            layer.reshape(bottoms, tops)
-            layer.forward(bottoms, tops)
-            for top, weight in weights:
-                loss += weight * float(top.data.sum())
-        return loss
+    def forward_layer(self, i):
+        """Run layer i forward; its weighted loss contribution."""
+        bottoms, tops = self.bottoms[i], self.tops[i]
+        layer = self.layers[i]
+        layer.reshape(bottoms, tops)
+        layer.forward(bottoms, tops)
+        return sum(weight * float(top.data.sum()) for top, weight in self._loss_weights[i])
+
+    def backward_layer(self, i):
+        """Run layer i backward, seeding its loss tops with their loss weights."""
+        for top, weight in self._loss_weights[i]:
+            top.diff[...] = weight
+        self.layers[i].backward(self.tops[i], self.propagate_down[i], self.bottoms[i])
+
+    def _forward(self):
+        return sum(self.forward_layer(i) for i in range(len(self.layers)))
 
     def forward(self, **inputs):
         """Fill the named input blobs (reshaping them), run forward, return {output: array copy}."""
@@ -315,11 +322,8 @@ class Net:
     def backward(self):
         """Backpropagate from the loss tops; parameter gradients ADD into their diffs."""
         for i in reversed(range(len(self.layers))):
-            if not self.layer_needs_backward[i]:
-                continue
-            for top, weight in self._loss_weights[i]:
-                top.diff[...] = weight
-            self.layers[i].backward(self.tops[i], self.propagate_down[i], self.bottoms[i])
+            if self.layer_needs_backward[i]:
+                self.backward_layer(i)
 
     def forward_backward(self):
         loss = self._forward()
