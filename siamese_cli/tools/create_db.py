@@ -1,0 +1,219 @@
+"""`siamese create-db`: MNIST IDX files to a database of image pairs, as Caffe's siamese example makes them.
+
+Caffe's converter writes one record per input image: key = the record number as eight
+zero-padded digits, value = a serialized Datum with channels 2 (image i, then image j),
+the IDX header's height and width, and label 1 when both images show the same digit.
+i and j are drawn uniformly, with replacement, for every record, so about a tenth of
+the MNIST pairs are similar. The draw here is numpy's (seeded), not Caffe's, so the
+pairs differ from a Caffe-built DB while every record keeps Caffe's exact layout.
+"""
+import os
+import shutil
+import secrets
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SiameseError
+from ..io.db import Writer, backend_name, detect_backend
+from ..io.idx import read_images_labels
+from ..progress import Progress
+
+EXAMPLE_DIR = Path("examples") / "siamese"
+_BATCH = 1024
+_LABEL_TAG = 0x28  # Datum.label, field 5, varint
+
+
+def _varint(value):
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | 0x80 if value else low)
+        if not value:
+            return bytes(out)
+
+
+def datum_header(channels, height, width):
+    """The bytes a serialized Datum puts before its pixels: channels, height, width, then data's tag and length.
+
+    Protobuf writes fields in number order, so a record is this header, the pixels,
+    then the label (tag 0x28 and one byte for labels 0..127): byte for byte what
+    caffe_pb2.Datum(...).SerializeToString() gives, without a message object per record.
+    """
+    return (b"\x08" + _varint(channels) + b"\x10" + _varint(height) + b"\x18" + _varint(width)
+            + b"\x22" + _varint(channels * height * width))
+
+
+def draw_pairs(labels, rng, balanced=False):
+    """Indices (i, j) of one pair per image.
+
+    Uniform with replacement, as Caffe draws them; with `balanced`, exactly half the
+    records (shuffled) take j from i's digit and the rest from the other digits.
+    """
+    n = len(labels)
+    if not balanced:
+        pairs = rng.integers(0, n, size=(n, 2))
+        return pairs[:, 0], pairs[:, 1]
+    counts = np.bincount(labels, minlength=256).astype(np.int64)
+    if np.count_nonzero(counts) < 2:
+        raise SiameseError("--balanced needs images of at least two different labels")
+    first = rng.integers(0, n, size=n)
+    similar = np.zeros(n, bool)
+    similar[: n // 2] = True
+    rng.shuffle(similar)
+    order = np.argsort(labels, kind="stable")
+    starts = np.cumsum(counts) - counts
+    digit = labels[first]
+    same = starts[digit] + rng.integers(0, counts[digit])
+    other = rng.integers(0, n - counts[digit])
+    other = np.where(other < starts[digit], other, other + counts[digit])
+    second = order[np.where(similar, same, other)]
+    return first, second
+
+
+def _encode(flat, first, second, same, header):
+    """Serialized Datum records for the pairs (first[k], second[k]), as one bytes object each."""
+    count, pixels = len(first), flat.shape[1]
+    head = len(header)
+    width = head + 2 * pixels + 2
+    rows = np.empty((count, width), np.uint8)
+    rows[:, :head] = np.frombuffer(header, np.uint8)
+    rows[:, head:head + pixels] = flat[first]
+    rows[:, head + pixels:head + 2 * pixels] = flat[second]
+    rows[:, -2] = _LABEL_TAG
+    rows[:, -1] = same
+    joined = rows.tobytes()
+    return [joined[k:k + width] for k in range(0, len(joined), width)]
+
+
+def _check_target(target, force):
+    if not os.path.lexists(target):
+        return
+    if not force:
+        raise SiameseError(f"{target}: already exists; pass --force to replace it")
+    if target.is_symlink() or not target.is_dir():
+        raise SiameseError(f"{target}: exists and is not a database folder; refusing to replace it, even with --force")
+    if detect_backend(target) is None and any(target.iterdir()):
+        raise SiameseError(
+            f"{target}: exists and is not a LevelDB/LMDB database; refusing to replace it, even with --force"
+        )
+
+
+def _move_into_place(built, target, force):
+    """Rename the finished `built` folder to `target`; an existing target goes only with `force`."""
+    if not os.path.lexists(target):
+        os.rename(built, target)
+        return
+    _check_target(target, force)
+    old = _new_folder_beside(target, "old")
+    os.rename(target, old / "db")
+    try:
+        os.rename(built, target)
+    except BaseException:
+        os.rename(old / "db", target)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _new_folder_beside(target, kind):
+    """A fresh hidden folder next to `target` (same file system, so renames are atomic), mode per umask."""
+    while True:
+        folder = target.parent / f".{target.name}.{secrets.token_hex(4)}.{kind}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+
+
+def _missing_parents(path):
+    missing = []
+    for parent in path.parents:
+        if parent.exists():
+            break
+        missing.append(parent)
+    return missing
+
+
+def create_pair_db(images, labels, db_path, seed=0, backend="leveldb", force=False, balanced=False):
+    """Write one pair record per image of the IDX files `images`/`labels` to a new database `db_path`.
+
+    seed: seeds numpy's Generator for the pair draw (default 0); the same seed, inputs
+    and `balanced` give the same records. backend: "leveldb" (Caffe's default) or "lmdb".
+    force: replace an existing database (never a folder that is not one).
+    balanced: half the pairs similar instead of Caffe's uniform draw (about 10% for MNIST).
+    The database is built in a hidden folder beside `db_path` and renamed into place when
+    complete, so a failure leaves nothing behind. Prints one summary line; returns the
+    number of records written.
+    """
+    start = time.perf_counter()
+    backend = backend_name(backend)
+    seed = _check_seed(seed)
+    target = Path(db_path)
+    _check_target(target, force)
+    image_array, label_array = read_images_labels(images, labels)
+    count, height, width = image_array.shape
+    first, second = draw_pairs(label_array, np.random.default_rng(seed), balanced)
+    same = (label_array[first] == label_array[second]).astype(np.uint8)
+    header = datum_header(2, height, width)
+    flat = image_array.reshape(count, height * width)
+    record_bytes = len(header) + 2 * flat.shape[1] + 2 + 8
+
+    created = _missing_parents(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    built = _new_folder_beside(target, "tmp")
+    try:
+        with Writer(built, backend, size_hint=count * record_bytes) as writer, \
+                Progress(count, f"create-db {target.name}") as bar:
+            for lo in range(0, count, _BATCH):
+                hi = min(lo + _BATCH, count)
+                values = _encode(flat, first[lo:hi], second[lo:hi], same[lo:hi], header)
+                writer.put_batch(zip([b"%08d" % k for k in range(lo, hi)], values))
+                bar.update(hi - lo)
+        _move_into_place(built, target, force)
+    except BaseException:
+        shutil.rmtree(built, ignore_errors=True)
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    seconds = time.perf_counter() - start
+    print(f"{target}: {count} records, {same.mean():.2%} similar, {backend}, seed {seed}, {seconds:.2f} s")
+    return count
+
+
+def _check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise SiameseError(f"--seed must be a whole number >= 0, got {seed!r}")
+    return int(seed)
+
+
+def example_db_paths(backend="leveldb"):
+    """{"train": path, "test": path} of the example's pair databases, relative to the working directory."""
+    backend = backend_name(backend)
+    return {split: EXAMPLE_DIR / f"mnist_siamese_{split}_{backend}" for split in ("train", "test")}
+
+
+def create_example_dbs(seed=0, backend="leveldb", force=False, balanced=False):
+    """Build both example DBs from the bundled MNIST: train (60,000 records) and test (10,000).
+
+    The train DB is drawn with seed 2*seed and the test DB with 2*seed + 1, so the two
+    draws are independent and each can be rebuilt alone with create_pair_db.
+    Both targets are checked before anything is written. Returns {split: records}.
+    """
+    from ..data import mnist_files
+
+    seed = _check_seed(seed)
+    paths = example_db_paths(backend)
+    for path in paths.values():
+        _check_target(path, force)
+    written = {}
+    for offset, (split, path) in enumerate(paths.items()):
+        images, labels = mnist_files(split)
+        written[split] = create_pair_db(images, labels, path, seed=2 * seed + offset, backend=backend,
+                                        force=force, balanced=balanced)
+    return written
