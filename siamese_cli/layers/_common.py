@@ -1,0 +1,29 @@
+"""Small shape helpers the layers share: Caffe's axis and legacy-shape conventions."""
+import numpy as np
+
+
+def canonical_axis(layer, axis, num_axes):
+    """Caffe's CanonicalAxisIndex: negative axes count from the end; out of range is an error."""
+    if not -num_axes <= axis < num_axes:
+        raise layer.error(f"axis {axis} out of range for a {num_axes}-axis blob; use -{num_axes}..{num_axes - 1}")
+    return axis + num_axes if axis < 0 else axis
+
+
+def count(shape, start=0, end=None):
+    """The product of shape[start:end] (1 for an empty range), like Blob::count(start, end)."""
+    return int(np.prod(shape[start:end], dtype=np.int64))
+
+
+def legacy_dim(layer, shape, index):
+    """Caffe's LegacyShape(index): num/channels/height/width of a blob of at most 4 axes."""
+    if len(shape) > 4:
+        raise layer.error(f"needs a blob of at most 4 axes, got shape {list(shape)}")
+    return shape[index] if index < len(shape) else 1
+
+
+def sequential_sum(values):
+    """Sum in float32, one term after another, as Caffe's scalar loops accumulate."""
+    values = np.asarray(values, np.float32).ravel()
+    if values.size == 0:
+        return np.float32(0)
+    return np.cumsum(values, dtype=np.float32)[-1]

@@ -1,0 +1,90 @@
+"""SoftmaxWithLoss: softmax then multinomial logistic loss, normalised as loss_param says.
+
+An optional second top receives the probabilities. Labels get no gradient.
+"""
+import numpy as np
+
+from ..proto import caffe_pb2
+from ._common import count, sequential_sum
+from .base import Layer
+from .softmax import as_outer_channel_inner, softmax, softmax_axis
+
+_LOSS = caffe_pb2.LossParameter
+_FLT_MIN = np.float32(np.finfo(np.float32).tiny)
+
+
+class SoftmaxWithLoss(Layer):
+    type = "SoftmaxWithLoss"
+    num_bottom = 2
+    min_top = 1
+    is_loss = True
+
+    def setup(self, bottom, top):
+        if len(top) > 2:
+            raise self.error(f"takes at most 2 top blobs (loss, probabilities), got {len(top)}")
+        p = self.param.loss_param
+        self.ignore_label = p.ignore_label if p.HasField("ignore_label") else None
+        if p.HasField("normalize") and not p.HasField("normalization"):
+            self.normalization = _LOSS.VALID if p.normalize else _LOSS.BATCH_SIZE
+        else:
+            self.normalization = p.normalization
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        self.axis = softmax_axis(self, shape)
+        self.outer = count(shape, 0, self.axis)
+        self.inner = count(shape, self.axis + 1)
+        if self.outer * self.inner != bottom[1].count:
+            raise self.error(
+                f"label count {bottom[1].count} must equal the number of predictions {self.outer * self.inner} "
+                f"(prediction shape {list(shape)}, softmax axis {self.axis})"
+            )
+        top[0].reshape(())
+        if len(top) > 1:
+            top[1].reshape(shape)
+
+    def _labels(self, bottom):
+        """Integer labels as (outer, inner) and the mask of those that count."""
+        labels = bottom[1].data.reshape(self.outer, self.inner).astype(np.int64)
+        valid = np.ones(labels.shape, bool) if self.ignore_label is None else labels != self.ignore_label
+        channels = bottom[0].shape[self.axis]
+        bad = valid & ((labels < 0) | (labels >= channels))
+        if bad.any():
+            raise self.error(
+                f"label {int(labels[bad][0])} out of range for {channels} classes; labels must be 0..{channels - 1}"
+            )
+        return labels, valid
+
+    def _normalizer(self, valid_count):
+        mode = self.normalization
+        if mode == _LOSS.FULL:
+            value = self.outer * self.inner
+        elif mode == _LOSS.VALID:
+            value = valid_count
+        elif mode == _LOSS.BATCH_SIZE:
+            value = self.outer
+        else:
+            value = 1
+        return np.float32(max(1.0, float(value)))
+
+    def forward(self, bottom, top):
+        self.prob = softmax(bottom[0].data, self.axis)
+        labels, valid = self._labels(bottom)
+        prob = as_outer_channel_inner(self.prob, self.axis)
+        outer, inner = np.nonzero(valid)
+        picked = prob[outer, labels[outer, inner], inner]
+        terms = -np.log(np.maximum(picked, _FLT_MIN))
+        top[0].data[...] = sequential_sum(terms) / self._normalizer(int(valid.sum()))
+        if len(top) > 1:
+            top[1].data[...] = self.prob
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        labels, valid = self._labels(bottom)
+        grad = as_outer_channel_inner(self.prob.copy(), self.axis)
+        outer, inner = np.nonzero(valid)
+        grad[outer, labels[outer, inner], inner] -= np.float32(1)
+        grad *= valid[:, None, :]
+        weight = np.float32(top[0].diff) / self._normalizer(int(valid.sum()))
+        bottom[0].diff[...] = (grad * weight).reshape(bottom[0].shape)

@@ -1,0 +1,21 @@
+"""TanH: tanh(x); backward uses the output, so it may run in place."""
+import numpy as np
+
+from .base import Layer
+
+
+class TanH(Layer):
+    type = "TanH"
+    num_bottom = 1
+    num_top = 1
+
+    def reshape(self, bottom, top):
+        top[0].reshape(bottom[0].shape)
+
+    def forward(self, bottom, top):
+        np.tanh(bottom[0].data, out=top[0].data)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            y = top[0].data
+            bottom[0].diff[...] = top[0].diff * (np.float32(1) - y * y)
