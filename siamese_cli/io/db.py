@@ -144,6 +144,8 @@ class Reader:
 
     def skip(self, n):
         """Move the cursor `n` records on (wrapping)."""
+        if n <= 0:
+            return
         for _ in range(n % len(self)):
             self.next()
 
@@ -183,7 +185,9 @@ class Writer:
     `size_hint` (bytes of keys and values expected) sizes LMDB's map; it grows on demand anyway.
     LevelDB blocks are stored uncompressed: snappy halves the build speed and saves about
     3% on MNIST pairs; every LevelDB reader, Caffe's included, reads either. LMDB batches
-    whose keys come in ascending order are appended, which packs pages full.
+    whose keys come in ascending order are appended, which packs pages full. Closing a
+    LevelDB writer flushes its log into tables, so readers open it at once instead of
+    replaying the log.
     """
 
     def __init__(self, path, backend=LEVELDB, size_hint=0):
@@ -196,8 +200,7 @@ class Writer:
             import plyvel
 
             self._db = plyvel.DB(
-                str(self.path), create_if_missing=True, error_if_exists=True, compression=None,
-                write_buffer_size=256 << 20, block_size=64 << 10,
+                str(self.path), create_if_missing=True, error_if_exists=True, compression=None, block_size=64 << 10,
             )
         else:
             import lmdb
@@ -233,6 +236,7 @@ class Writer:
     def close(self):
         if self.backend == LEVELDB:
             if self._db is not None:
+                self._db.compact_range()
                 self._db.close()
                 self._db = None
         elif self._env is not None:
