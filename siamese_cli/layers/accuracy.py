@@ -12,6 +12,7 @@ from .softmax import as_outer_channel_inner
 
 class Accuracy(Layer):
     type = "Accuracy"
+    no_gradient_bottoms = (0, 1)
     num_bottom = 2
     min_top = 1
 

@@ -14,6 +14,7 @@ _EPSILON = np.float32(1e-4)
 
 class ContrastiveLoss(Layer):
     type = "ContrastiveLoss"
+    no_gradient_bottoms = (2,)
     num_bottom = 3
     num_top = 1
     is_loss = True

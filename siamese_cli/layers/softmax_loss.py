@@ -15,6 +15,7 @@ _FLT_MIN = np.float32(np.finfo(np.float32).tiny)
 
 class SoftmaxWithLoss(Layer):
     type = "SoftmaxWithLoss"
+    no_gradient_bottoms = (1,)
     num_bottom = 2
     min_top = 1
     is_loss = True
