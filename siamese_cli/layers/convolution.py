@@ -1,0 +1,288 @@
+"""Caffe's Convolution layer: 2-D, grouped, dilated, as im2col plus one float32 matmul per group.
+
+The whole batch goes through one matmul. Columns are laid out (C, kh, kw, <positions>) where
+<positions> is either (N, outH, outW) or, when output rows are short, (outH, outW, N): with the
+batch innermost every copy in im2col/col2im moves long contiguous runs instead of rows of a
+few pixels, which matters more than the extra transposes of input and output.
+"""
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from ..blob import Blob
+from ..fillers import fill
+from .base import Layer
+
+#: Columns above this many bytes are built a slice of the batch at a time (and rebuilt in backward).
+COLUMN_BUDGET = 128 << 20
+#: Output rows shorter than this use the batch-innermost layout.
+SHORT_ROW = 16
+
+
+def _pair(layer, values, name, default):
+    """One value for both spatial dims or one per dim, as Caffe's repeated geometry fields."""
+    values = list(values)
+    if not values:
+        return default, default
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) == 2:
+        return values[0], values[1]
+    raise layer.error(f"{name} takes 1 value or 2 (h, w) for 2-D convolution, got {len(values)}")
+
+
+def conv_geometry(layer, p):
+    """(kernel, stride, pad, dilation) as (h, w) pairs from a ConvolutionParameter, checked as Caffe does."""
+    if p.HasField("kernel_h") or p.HasField("kernel_w"):
+        if len(p.kernel_size):
+            raise layer.error("give kernel_size or kernel_h/kernel_w, not both")
+        if not (p.HasField("kernel_h") and p.HasField("kernel_w")):
+            raise layer.error("kernel_h and kernel_w must be given together")
+        kernel = (p.kernel_h, p.kernel_w)
+    else:
+        if not len(p.kernel_size):
+            raise layer.error("kernel_size (or kernel_h and kernel_w) is required")
+        kernel = _pair(layer, p.kernel_size, "kernel_size", 0)
+    if p.HasField("stride_h") or p.HasField("stride_w"):
+        if len(p.stride):
+            raise layer.error("give stride or stride_h/stride_w, not both")
+        if not (p.HasField("stride_h") and p.HasField("stride_w")):
+            raise layer.error("stride_h and stride_w must be given together")
+        stride = (p.stride_h, p.stride_w)
+    else:
+        stride = _pair(layer, p.stride, "stride", 1)
+    if p.HasField("pad_h") or p.HasField("pad_w"):
+        if len(p.pad):
+            raise layer.error("give pad or pad_h/pad_w, not both")
+        if not (p.HasField("pad_h") and p.HasField("pad_w")):
+            raise layer.error("pad_h and pad_w must be given together")
+        pad = (p.pad_h, p.pad_w)
+    else:
+        pad = _pair(layer, p.pad, "pad", 0)
+    dilation = _pair(layer, p.dilation, "dilation", 1)
+    for name, pair in (("kernel size", kernel), ("stride", stride), ("dilation", dilation)):
+        if min(pair) <= 0:
+            raise layer.error(f"{name} must be positive, got {list(pair)}")
+    return kernel, stride, pad, dilation
+
+
+def conv_out_size(size, kernel, stride, pad, dilation):
+    """floor((size + 2 pad - (dilation (kernel - 1) + 1)) / stride) + 1."""
+    return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
+
+
+class _Plan:
+    """Buffers and views for one input shape, reused while the shape stays the same."""
+
+    def __init__(self, layer, shape):
+        n, c, h, w = shape
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = layer.kernel, layer.stride, layer.pad, layer.dilation
+        oh = conv_out_size(h, kh, sh, ph, dh)
+        ow = conv_out_size(w, kw, sw, pw, dw)
+        self.shape, self.out_hw = shape, (oh, ow)
+        self.batch_last = ow < SHORT_ROW
+        rows = c * kh * kw
+        per_sample = rows * oh * ow * 4
+        self.chunk = int(max(1, min(n, COLUMN_BUDGET // max(per_sample, 1))))
+        self.cache_columns = self.chunk >= n
+        # The padded input also covers windows that run past the bottom/right edge after padding.
+        hp = max(h + 2 * ph, (oh - 1) * sh + dh * (kh - 1) + 1)
+        wp = max(w + 2 * pw, (ow - 1) * sw + dw * (kw - 1) + 1)
+        self.rows = rows
+        self.hp, self.wp = hp, wp
+        self._buffers = {}
+
+    def buffer(self, name, shape):
+        array = self._buffers.get(name)
+        if array is None or array.shape != shape:
+            array = np.zeros(shape, np.float32)
+            self._buffers[name] = array
+        return array
+
+    def padded_shape(self, m):
+        c = self.shape[1]
+        return (c, self.hp, self.wp, m) if self.batch_last else (c, m, self.hp, self.wp)
+
+    def interior(self, padded, pad):
+        """The view of the padded buffer that holds the input, in (N, C, H, W) axis order."""
+        (ph, pw), (_, _, h, w) = pad, self.shape
+        if self.batch_last:
+            return padded[:, ph:ph + h, pw:pw + w, :].transpose(3, 0, 1, 2)
+        return padded[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
+
+    def window(self, padded, layer, i, j):
+        """The (C, positions...) view that kernel offset (i, j) reads from the padded buffer."""
+        (oh, ow), (sh, sw), (dh, dw) = self.out_hw, layer.stride, layer.dilation
+        rows = slice(i * dh, i * dh + (oh - 1) * sh + 1, sh)
+        cols = slice(j * dw, j * dw + (ow - 1) * sw + 1, sw)
+        if self.batch_last:
+            return padded[:, rows, cols, :]
+        return padded[:, :, rows, cols]
+
+    def windows(self, padded, layer):
+        """All kernel offsets at once: a read-only (C, kh, kw, positions...) strided view."""
+        (kh, kw), (sh, sw), (dh, dw) = layer.kernel, layer.stride, layer.dilation
+        oh, ow = self.out_hw
+        if self.batch_last:
+            sc, sy, sx, sn = padded.strides
+            shape = (padded.shape[0], kh, kw, oh, ow, padded.shape[3])
+            strides = (sc, sy * dh, sx * dw, sy * sh, sx * sw, sn)
+        else:
+            sc, sn, sy, sx = padded.strides
+            shape = (padded.shape[0], kh, kw, padded.shape[1], oh, ow)
+            strides = (sc, sy * dh, sx * dw, sn, sy * sh, sx * sw)
+        return as_strided(padded, shape, strides, writeable=False)
+
+    def to_positions(self, array):
+        """(N, O, oh, ow) -> the (O, positions...) axis order of the columns, as a view."""
+        return array.transpose(1, 2, 3, 0) if self.batch_last else array.transpose(1, 0, 2, 3)
+
+    def from_positions(self, array, m):
+        """(O, positions) -> (N, O, oh, ow) view."""
+        oh, ow = self.out_hw
+        if self.batch_last:
+            return array.reshape(-1, oh, ow, m).transpose(3, 0, 1, 2)
+        return array.reshape(-1, m, oh, ow).transpose(1, 0, 2, 3)
+
+
+class Convolution(Layer):
+    """Caffe's Convolution: weights (num_output, C/group, kh, kw), bias (num_output,).
+
+    Several bottoms may be given (each makes the top of the same index, with the same
+    weights), as in Caffe; they must all have the same shape.
+    """
+
+    type = "Convolution"
+    min_bottom = 1
+    min_top = 1
+
+    def setup(self, bottom, top):
+        p = self.param.convolution_param
+        self.kernel, self.stride, self.pad, self.dilation = conv_geometry(self, p)
+        self.num_output = int(p.num_output)
+        self.group = int(p.group)
+        self.bias_term = bool(p.bias_term)
+        if self.num_output <= 0:
+            raise self.error("convolution_param.num_output must be positive")
+        if self.group <= 0:
+            raise self.error("convolution_param.group must be positive")
+        self._check_bottom(bottom[0])
+        channels = bottom[0].shape[1]
+        if channels % self.group or self.num_output % self.group:
+            raise self.error(
+                f"group {self.group} must divide the input channels ({channels}) and num_output ({self.num_output})"
+            )
+        self.channels = channels
+        kh, kw = self.kernel
+        weight_shape = (self.num_output, channels // self.group, kh, kw)
+        self.blobs = [self._filled(p.weight_filler, weight_shape)]
+        if self.bias_term:
+            self.blobs.append(self._filled(p.bias_filler, (self.num_output,)))
+        self._plan = None
+
+    def _filled(self, filler, shape):
+        blob = Blob(shape)
+        blob.data[...] = fill(filler, shape, self.rng)
+        return blob
+
+    def _check_bottom(self, blob):
+        axis = self.param.convolution_param.axis
+        if len(blob.shape) != 4:
+            raise self.error(
+                f"takes 4-D input (N, C, H, W), got shape {list(blob.shape)}; only 2-D convolution is supported"
+            )
+        if axis not in (1, -3):
+            raise self.error(f"convolution_param.axis must be 1 (channels) for 2-D input, got {axis}")
+
+    def reshape(self, bottom, top):
+        if len(bottom) != len(top):
+            raise self.error(f"needs as many tops as bottoms, got {len(bottom)} bottom(s) and {len(top)} top(s)")
+        shape = bottom[0].shape
+        for blob in bottom:
+            self._check_bottom(blob)
+            if blob.shape != shape:
+                raise self.error(f"all bottoms must have one shape, got {list(shape)} and {list(blob.shape)}")
+        if shape[1] != self.channels:
+            raise self.error(f"input has {shape[1]} channels, the weights expect {self.channels}")
+        plan = self._plan
+        if plan is None or plan.shape != shape:
+            plan = _Plan(self, shape)
+        oh, ow = plan.out_hw
+        if oh <= 0 or ow <= 0:
+            raise self.error(
+                f"kernel {list(self.kernel)} (dilation {list(self.dilation)}) is larger than the padded input "
+                f"{shape[2]}x{shape[3]} (pad {list(self.pad)})"
+            )
+        self._plan = plan
+        for blob in top:
+            blob.reshape((shape[0], self.num_output, oh, ow))
+
+    def _chunks(self, plan):
+        n = plan.shape[0]
+        return [(start, min(n, start + plan.chunk)) for start in range(0, n, plan.chunk)]
+
+    def _im2col(self, plan, x, start, stop, key):
+        """Columns (C*kh*kw, positions) for samples start:stop of `x`."""
+        m = stop - start
+        padded = plan.buffer("padded", plan.padded_shape(m))
+        np.copyto(plan.interior(padded, self.pad), x[start:stop])
+        positions = m * plan.out_hw[0] * plan.out_hw[1]
+        columns = plan.buffer(("columns", key if plan.cache_columns else 0), (plan.rows, positions))
+        windows = plan.windows(padded, self)
+        np.copyto(columns.reshape(windows.shape), windows)
+        return columns
+
+    def forward(self, bottom, top):
+        plan = self._plan
+        g, o = self.group, self.num_output
+        weights = self.blobs[0].data.reshape(o, -1)
+        og, rg = o // g, plan.rows // g
+        for index, (b, t) in enumerate(zip(bottom, top)):
+            for start, stop in self._chunks(plan):
+                columns = self._im2col(plan, b.data, start, stop, index)
+                product = plan.buffer("product", (o, columns.shape[1]))
+                for k in range(g):
+                    np.matmul(weights[k * og:(k + 1) * og], columns[k * rg:(k + 1) * rg],
+                              out=product[k * og:(k + 1) * og])
+                out = plan.from_positions(product, stop - start)
+                if self.bias_term:
+                    np.add(out, self.blobs[1].data[None, :, None, None], out=t.data[start:stop])
+                else:
+                    np.copyto(t.data[start:stop], out)
+
+    def backward(self, top, propagate_down, bottom):
+        plan = self._plan
+        g, o = self.group, self.num_output
+        og, rg = o // g, plan.rows // g
+        weights = self.blobs[0].data.reshape(o, -1)
+        weight_diff = self.blobs[0].diff.reshape(o, -1)
+        (kh, kw), (ph, pw) = self.kernel, self.pad
+        h, w = plan.shape[2:]
+        for index, (t, b) in enumerate(zip(top, bottom)):
+            down = propagate_down[index] if index < len(propagate_down) else False
+            for start, stop in self._chunks(plan):
+                m = stop - start
+                grad = plan.buffer("top_grad", (o, m * plan.out_hw[0] * plan.out_hw[1]))
+                np.copyto(plan.from_positions(grad, m), t.diff[start:stop])
+                if self.bias_term:
+                    self.blobs[1].diff += grad.sum(axis=1)
+                if plan.cache_columns:
+                    columns = plan.buffer(("columns", index), (plan.rows, grad.shape[1]))
+                else:
+                    columns = self._im2col(plan, b.data, start, stop, index)
+                for k in range(g):
+                    # (columns @ grad.T).T is faster than grad @ columns.T for these thin shapes.
+                    weight_diff[k * og:(k + 1) * og] += (columns[k * rg:(k + 1) * rg] @ grad[k * og:(k + 1) * og].T).T
+                if not down:
+                    continue
+                col_grad = plan.buffer("column_grad", (plan.rows, grad.shape[1]))
+                for k in range(g):
+                    np.matmul(weights[k * og:(k + 1) * og].T, grad[k * og:(k + 1) * og],
+                              out=col_grad[k * rg:(k + 1) * rg])
+                padded = plan.buffer("padded_grad", plan.padded_shape(m))
+                padded.fill(0)
+                col_grad = col_grad.reshape(plan.windows(padded, self).shape)
+                for i in range(kh):
+                    for j in range(kw):
+                        window = plan.window(padded, self, i, j)
+                        window += col_grad[:, i, j]
+                np.copyto(b.diff[start:stop], plan.interior(padded, (ph, pw)))
