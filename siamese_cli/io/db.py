@@ -5,6 +5,8 @@ start again at the first key after the last, as Caffe's Data layer does; writers
 records in batches (one WriteBatch / one transaction each).
 """
 import math
+import os
+import threading
 from pathlib import Path
 
 from ..errors import SiameseError
@@ -54,6 +56,66 @@ def _check_source(path, backend):
         )
 
 
+def _open_leveldb(path):
+    import plyvel
+
+    try:
+        return plyvel.DB(str(path), create_if_missing=False)
+    except plyvel.IOError as exc:
+        detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        if "lock" in detail.lower():
+            raise SiameseError(
+                f"{path}: LevelDB is in use by another process (it holds the LOCK; LevelDB allows one "
+                "process at a time); stop the other process or build an LMDB copy"
+            ) from None
+        raise SiameseError(f"{path}: cannot open LevelDB: {detail}") from None
+    except plyvel.Error as exc:
+        raise SiameseError(f"{path}: cannot open LevelDB: {exc}") from None
+
+
+def _open_lmdb(path):
+    import lmdb
+
+    try:
+        return lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True)
+    except lmdb.Error as exc:
+        raise SiameseError(f"{path}: cannot open LMDB: {exc}") from None
+
+
+class _SharedHandles:
+    """Open databases by real path, shared by all readers of this process.
+
+    A process may open an LMDB environment only once, and a LevelDB only once (its
+    LOCK), yet a TRAIN and a TEST net may read the same source; so readers share one
+    handle, each with its own cursor, and the last one to close releases it.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._open = {}
+
+    def acquire(self, backend, path):
+        key = (backend, os.path.realpath(path))
+        with self._lock:
+            entry = self._open.get(key)
+            if entry is None:
+                entry = self._open[key] = [(_open_leveldb if backend == LEVELDB else _open_lmdb)(path), 0]
+            entry[1] += 1
+            return entry[0]
+
+    def release(self, backend, path):
+        key = (backend, os.path.realpath(path))
+        with self._lock:
+            entry = self._open[key]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._open[key]
+                entry[0].close()
+
+
+_HANDLES = _SharedHandles()
+
+
 class Reader:
     """Key-ordered, endless (key, value) reading of one database.
 
@@ -67,41 +129,16 @@ class Reader:
         self.backend = backend_name(backend)
         _check_source(self.path, self.backend)
         self._length = None
+        self._handle = _HANDLES.acquire(self.backend, self.path)
         if self.backend == LEVELDB:
-            self._open_leveldb()
+            self._iter = self._handle.iterator()
+            self._item = None
         else:
-            self._open_lmdb()
+            self._txn = self._handle.begin(buffers=False)
+            self._cursor = self._txn.cursor()
         if not self._first():
             self.close()
             raise SiameseError(f"{self.path}: database has no records; rebuild it with `siamese create-db`")
-
-    def _open_leveldb(self):
-        import plyvel
-
-        try:
-            self._db = plyvel.DB(str(self.path), create_if_missing=False)
-        except plyvel.IOError as exc:
-            detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-            if "lock" in detail.lower():
-                raise SiameseError(
-                    f"{self.path}: LevelDB is already open (another process or layer holds its LOCK; "
-                    "LevelDB allows one user at a time); close the other user or build an LMDB copy"
-                ) from None
-            raise SiameseError(f"{self.path}: cannot open LevelDB: {detail}") from None
-        except plyvel.Error as exc:
-            raise SiameseError(f"{self.path}: cannot open LevelDB: {exc}") from None
-        self._iter = self._db.iterator()
-        self._item = None
-
-    def _open_lmdb(self):
-        import lmdb
-
-        try:
-            self._env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False, subdir=True)
-        except lmdb.Error as exc:
-            raise SiameseError(f"{self.path}: cannot open LMDB: {exc}") from None
-        self._txn = self._env.begin(buffers=False)
-        self._cursor = self._txn.cursor()
 
     def _first(self):
         """Position on the first record; False when there is none."""
@@ -136,9 +173,9 @@ class Reader:
         """Number of records (LMDB from its stats; LevelDB by one scan of the keys, then cached)."""
         if self._length is None:
             if self.backend == LMDB:
-                self._length = self._env.stat()["entries"]
+                self._length = self._handle.stat()["entries"]
             else:
-                with self._db.iterator(include_value=False) as keys:
+                with self._handle.iterator(include_value=False) as keys:
                     self._length = sum(1 for _ in keys)
         return self._length
 
@@ -150,20 +187,16 @@ class Reader:
             self.next()
 
     def close(self):
+        if self._handle is None:
+            return
         if self.backend == LEVELDB:
-            if getattr(self, "_iter", None) is not None:
-                self._iter.close()
-                self._iter = None
-            if getattr(self, "_db", None) is not None:
-                self._db.close()
-                self._db = None
+            self._iter.close()
+            self._iter = None
         else:
-            if getattr(self, "_txn", None) is not None:
-                self._txn.abort()
-                self._txn = self._cursor = None
-            if getattr(self, "_env", None) is not None:
-                self._env.close()
-                self._env = None
+            self._txn.abort()
+            self._txn = self._cursor = None
+        self._handle = None
+        _HANDLES.release(self.backend, self.path)
 
     def __enter__(self):
         return self

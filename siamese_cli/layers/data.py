@@ -224,6 +224,10 @@ class Data(Layer):
         self._feed.start(int(batch))
         self.batches_served = int(batch)
 
+    def skip_batches(self, count):
+        """Pass over the next `count` batches without computing them (the solver's resume hook)."""
+        self.seek(self.batches_served + int(count))
+
     def close(self):
         """Stop the prefetch thread and release the database (idempotent)."""
         finalizer = getattr(self, "_finalizer", None)
