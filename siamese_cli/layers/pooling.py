@@ -1,0 +1,192 @@
+"""Caffe's Pooling layer (MAX and AVE), vectorised over the batch, looping only over kernel offsets.
+
+Windows are visited offset by offset in row-major order with a strict "greater than", so MAX keeps
+the first maximum of each window as Caffe does, and AVE adds in Caffe's order (bit-identical sums).
+The argmax is kept as the window offset in a small integer array, not as an input-sized mask.
+"""
+import numpy as np
+
+from .base import Layer
+
+_MAX, _AVE, _STOCHASTIC = 0, 1, 2
+
+
+def pool_out_size(size, kernel, stride, pad, ceil_mode=True):
+    """Caffe's rule: ceil((size + 2 pad - kernel) / stride) + 1, one less if the last window starts in the padding."""
+    span = size + 2 * pad - kernel
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if pad and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+class Pooling(Layer):
+    """Caffe's Pooling; a second top (MAX only) receives the argmax as the flat index h * W + w."""
+
+    type = "Pooling"
+    num_bottom = 1
+    min_top = 1
+
+    def setup(self, bottom, top):
+        p = self.param.pooling_param
+        if len(top) > 2:
+            raise self.error(f"takes 1 or 2 tops, got {len(top)}")
+        self.method = p.pool
+        if self.method == _STOCHASTIC:
+            raise self.error("STOCHASTIC pooling is not supported; use MAX or AVE")
+        if len(top) == 2 and self.method != _MAX:
+            raise self.error("a second top (the argmax mask) needs pool: MAX")
+        has_kernel_hw = p.HasField("kernel_h") or p.HasField("kernel_w")
+        self.global_pooling = p.global_pooling
+        if self.global_pooling:
+            if p.HasField("kernel_size") or has_kernel_hw:
+                raise self.error("global_pooling takes the whole input as its window; remove kernel_size/kernel_h/kernel_w")
+            kernel = None
+        elif p.HasField("kernel_size"):
+            if has_kernel_hw:
+                raise self.error("give kernel_size or kernel_h/kernel_w, not both")
+            kernel = (p.kernel_size, p.kernel_size)
+        elif p.HasField("kernel_h") and p.HasField("kernel_w"):
+            kernel = (p.kernel_h, p.kernel_w)
+        else:
+            raise self.error("kernel_size (or both kernel_h and kernel_w) is required")
+        if p.HasField("pad_h") != p.HasField("pad_w") or (p.HasField("pad") and p.HasField("pad_h")):
+            raise self.error("give pad, or both pad_h and pad_w")
+        if p.HasField("stride_h") != p.HasField("stride_w") or (p.HasField("stride") and p.HasField("stride_h")):
+            raise self.error("give stride, or both stride_h and stride_w")
+        pad = (p.pad_h, p.pad_w) if p.HasField("pad_h") else (p.pad, p.pad)
+        stride = (p.stride_h, p.stride_w) if p.HasField("stride_h") else (p.stride, p.stride)
+        if self.global_pooling and (any(pad) or stride != (1, 1)):
+            raise self.error("global_pooling needs pad 0 and stride 1")
+        if min(stride) <= 0:
+            raise self.error(f"stride must be positive, got {list(stride)}")
+        if kernel is not None:
+            if min(kernel) <= 0:
+                raise self.error(f"kernel size must be positive, got {list(kernel)}")
+            if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
+                raise self.error(f"pad {list(pad)} must be smaller than the kernel {list(kernel)}")
+        self.kernel, self.stride, self.pad = kernel, stride, pad
+        self.ceil_mode = p.round_mode == p.CEIL
+        self._shape = None
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        if len(shape) != 4:
+            raise self.error(f"takes 4-D input (N, C, H, W), got shape {list(shape)}")
+        if shape == self._shape:
+            for blob in top:
+                blob.reshape(self.top_shape)
+            return
+        n, c, h, w = shape
+        kernel = (h, w) if self.global_pooling else self.kernel
+        (kh, kw), (sh, sw), (ph, pw) = kernel, self.stride, self.pad
+        oh = pool_out_size(h, kh, sh, ph, self.ceil_mode)
+        ow = pool_out_size(w, kw, sw, pw, self.ceil_mode)
+        if oh <= 0 or ow <= 0:
+            raise self.error(f"kernel {list(kernel)} is larger than the padded input {h}x{w} (pad {list(self.pad)})")
+        self.window = kernel
+        self._shape = shape
+        self.top_shape = (n, c, oh, ow)
+        # Non-overlapping windows that tile the input exactly: plain reshapes, no padded copy.
+        self.tiled = ((ph, pw) == (0, 0) and h == oh * kh and w == ow * kw
+                      and (sh == kh or oh == 1) and (sw == kw or ow == 1))
+        self.padded_shape = (n, c, max(h + 2 * ph, (oh - 1) * sh + kh), max(w + 2 * pw, (ow - 1) * sw + kw))
+        self._padded = None
+        self._grad = None
+        self.argmax = np.zeros(self.top_shape, np.uint8 if kh * kw <= 256 else np.int32)
+        self._better = np.zeros(self.top_shape, bool)
+        if self.method == _AVE and not self.tiled:
+            self.divisor = np.multiply.outer(self._clipped_sizes(h, oh, kh, sh, ph),
+                                             self._clipped_sizes(w, ow, kw, sw, pw)).astype(np.float32)
+        for blob in top:
+            blob.reshape(self.top_shape)
+
+    @staticmethod
+    def _clipped_sizes(size, out, kernel, stride, pad):
+        """Caffe's AVE divisor along one axis: the window clipped to size + pad (padding counts)."""
+        start = np.arange(out) * stride - pad
+        return np.minimum(start + kernel, size + pad) - start
+
+    def _offsets(self):
+        kh, kw = self.window
+        return [(i, j) for i in range(kh) for j in range(kw)]
+
+    def _views(self, array):
+        """For each kernel offset, the (N, C, oh, ow) view of `array` it reads."""
+        (sh, sw), (_, _, oh, ow) = self.stride, self.top_shape
+        if self.tiled:
+            n, c = self.top_shape[:2]
+            kh, kw = self.window
+            tiles = array.reshape(n, c, oh, kh, ow, kw)
+            return [tiles[:, :, :, i, :, j] for i, j in self._offsets()]
+        return [array[:, :, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw] for i, j in self._offsets()]
+
+    def _padded_input(self, x, fill):
+        if self.tiled:
+            return x
+        if self._padded is None or self._padded_fill != fill:
+            self._padded = np.full(self.padded_shape, fill, np.float32)
+            self._padded_fill = fill
+        (ph, pw), (h, w) = self.pad, x.shape[2:]
+        self._padded[:, :, ph:ph + h, pw:pw + w] = x
+        return self._padded
+
+    def forward(self, bottom, top):
+        x, out = bottom[0].data, top[0].data
+        if self.method == _MAX:
+            views = self._views(self._padded_input(x, -np.inf))
+            np.copyto(out, views[0])
+            self.argmax.fill(0)
+            for offset, view in enumerate(views[1:], 1):
+                np.greater(view, out, out=self._better)
+                np.copyto(out, view, where=self._better)
+                np.copyto(self.argmax, offset, where=self._better)
+            if len(top) > 1:
+                self._write_mask(top[1].data, x.shape[2:])
+        else:
+            views = self._views(self._padded_input(x, 0.0))
+            np.copyto(out, views[0])
+            for view in views[1:]:
+                out += view
+            if self.tiled:
+                out /= np.float32(self.window[0] * self.window[1])
+            else:
+                out /= self.divisor
+
+    def _write_mask(self, mask, size):
+        """The argmax as Caffe's flat input index h * W + w (in float)."""
+        (sh, sw), (ph, pw), (kh, kw) = self.stride, self.pad, self.window
+        _, _, oh, ow = self.top_shape
+        rows = (np.arange(oh) * sh - ph)[:, None] + self.argmax // kw
+        cols = (np.arange(ow) * sw - pw)[None, :] + self.argmax % kw
+        np.copyto(mask, rows * size[1] + cols, casting="unsafe")
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy, dx = top[0].diff, bottom[0].diff
+        if self.tiled:
+            grad = dx
+        else:
+            if self._grad is None:
+                self._grad = np.zeros(self.padded_shape, np.float32)
+            grad = self._grad
+            grad.fill(0)
+        views = self._views(grad)
+        if self.method == _MAX:
+            for offset in reversed(range(len(views))):
+                np.equal(self.argmax, offset, out=self._better)
+                if self.tiled:
+                    np.multiply(dy, self._better, out=views[offset])
+                else:
+                    views[offset] += dy * self._better
+        else:
+            share = dy / (np.float32(self.window[0] * self.window[1]) if self.tiled else self.divisor)
+            for view in reversed(views):
+                if self.tiled:
+                    np.copyto(view, share)
+                else:
+                    view += share
+        if not self.tiled:
+            (ph, pw), (h, w) = self.pad, dx.shape[2:]
+            np.copyto(dx, grad[:, :, ph:ph + h, pw:pw + w])
