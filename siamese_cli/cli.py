@@ -13,10 +13,18 @@ from .errors import SiameseError
 def _create_db(args):
     from .tools import create_db
 
+    if args.single and args.balanced:
+        raise SiameseError("create-db: --balanced is for pair DBs; drop it or --single")
     if args.images is None:
-        create_db.create_example_dbs(seed=args.seed, backend=args.backend, force=args.force, balanced=args.balanced)
+        if args.single:
+            create_db.create_example_image_dbs(backend=args.backend, force=args.force)
+        else:
+            create_db.create_example_dbs(seed=args.seed, backend=args.backend, force=args.force,
+                                         balanced=args.balanced)
     elif args.labels is None or args.db is None:
         raise SiameseError("create-db: give IMAGES LABELS DB together, or none of them for the example DBs")
+    elif args.single:
+        create_db.create_image_db(args.images, args.labels, args.db, backend=args.backend, force=args.force)
     else:
         create_db.create_pair_db(args.images, args.labels, args.db, seed=args.seed, backend=args.backend,
                                  force=args.force, balanced=args.balanced)
@@ -93,6 +101,9 @@ def build_parser():
     p.add_argument("--backend", choices=["leveldb", "lmdb"], default="leveldb", help="database kind (default leveldb)")
     p.add_argument("--force", action="store_true", help="replace an existing database")
     p.add_argument("--balanced", action="store_true", help="draw half the pairs from the same digit")
+    p.add_argument("--single", action="store_true",
+                   help="one image per record, label = digit (Caffe's convert_mnist_data, for LeNet); "
+                        "with no paths builds examples/mnist/mnist_{train,test}_BACKEND")
     p.set_defaults(run=_create_db)
 
     p = sub.add_parser("train", help="train a net with a solver prototxt (caffe train)",

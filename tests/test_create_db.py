@@ -212,3 +212,21 @@ def test_example_dbs_from_bundled_mnist(tmp_path, monkeypatch, capsys):
     with pytest.raises(SiameseError, match="mnist_siamese_train_leveldb: already exists"):
         create_example_dbs(seed=0)
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("backend", ["leveldb", "lmdb"])
+def test_single_image_db_is_convert_mnist_data(tmp_path, backend, capsys):
+    """--single: Caffe's convert_mnist_data layout, one 1-channel Datum per image, label = the digit."""
+    from siamese_cli.tools.create_db import create_image_db
+
+    image_array, label_array, (images, labels) = make_inputs(tmp_path, count=9)
+    assert create_image_db(images, labels, tmp_path / "single", backend=backend) == 9
+    records = read_all(tmp_path / "single", backend)
+    assert [key for key, _ in records] == [b"%08d" % k for k in range(9)]
+    for k, (_, value) in enumerate(records):
+        datum = caffe_pb2.Datum()
+        datum.ParseFromString(value)
+        assert (datum.channels, datum.height, datum.width, datum.label) == (1, 4, 3, label_array[k])
+        assert datum.data == image_array[k].tobytes()
+        assert value == caffe_pb2.Datum(channels=1, height=4, width=3, data=image_array[k].tobytes(),
+                                        label=int(label_array[k])).SerializeToString()

@@ -72,17 +72,20 @@ def draw_pairs(labels, rng, balanced=False):
     return first, second
 
 
-def _encode(flat, first, second, same, header):
-    """Serialized Datum records for the pairs (first[k], second[k]), as one bytes object each."""
-    count, pixels = len(first), flat.shape[1]
+def _encode(channels, labels, header):
+    """Serialized Datum records: the header, each record's channels' pixels in order, then its label."""
+    count = len(labels)
     head = len(header)
-    width = head + 2 * pixels + 2
+    pixels = sum(c.shape[1] for c in channels)
+    width = head + pixels + 2
     rows = np.empty((count, width), np.uint8)
     rows[:, :head] = np.frombuffer(header, np.uint8)
-    rows[:, head:head + pixels] = flat[first]
-    rows[:, head + pixels:head + 2 * pixels] = flat[second]
+    offset = head
+    for channel in channels:
+        rows[:, offset:offset + channel.shape[1]] = channel
+        offset += channel.shape[1]
     rows[:, -2] = _LABEL_TAG
-    rows[:, -1] = same
+    rows[:, -1] = labels
     joined = rows.tobytes()
     return [joined[k:k + width] for k in range(0, len(joined), width)]
 
@@ -157,19 +160,48 @@ def create_pair_db(images, labels, db_path, seed=0, backend="leveldb", force=Fal
     count, height, width = image_array.shape
     first, second = draw_pairs(label_array, np.random.default_rng(seed), balanced)
     same = (label_array[first] == label_array[second]).astype(np.uint8)
-    header = datum_header(2, height, width)
     flat = image_array.reshape(count, height * width)
-    record_bytes = len(header) + 2 * flat.shape[1] + 2 + 8
+    header = datum_header(2, height, width)
+    _write_records(target, backend, force, count, len(header) + 2 * height * width, header,
+                   lambda lo, hi: (flat[first[lo:hi]], flat[second[lo:hi]]), same)
+    seconds = time.perf_counter() - start
+    print(f"{target}: {count} records, {same.mean():.2%} similar, {backend}, seed {seed}, {seconds:.2f} s")
+    return count
 
+
+def create_image_db(images, labels, db_path, backend="leveldb", force=False):
+    """One record per image (channels 1, label = the digit), as Caffe's convert_mnist_data writes for LeNet."""
+    start = time.perf_counter()
+    backend = backend_name(backend)
+    target = Path(db_path)
+    _check_target(target, force)
+    image_array, label_array = read_images_labels(images, labels)
+    if label_array.size and label_array.max() > 127:
+        raise SiameseError(f"{labels}: labels above 127 are not supported by the single-image writer")
+    count, height, width = image_array.shape
+    flat = image_array.reshape(count, height * width)
+    header = datum_header(1, height, width)
+    _write_records(target, backend, force, count, len(header) + height * width, header,
+                   lambda lo, hi: (flat[lo:hi],), label_array)
+    print(f"{target}: {count} records, single images, {backend}, {time.perf_counter() - start:.2f} s")
+    return count
+
+
+def _write_records(target, backend, force, count, record_size, header, pixels, label_values):
+    """Build the database in a hidden folder beside `target` and rename it into place when complete.
+
+    pixels(lo, hi) gives the image arrays of records lo..hi-1, concatenated along the channel
+    axis; label_values holds one label byte (0..127) per record.
+    """
     created = _missing_parents(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     built = _new_folder_beside(target, "tmp")
     try:
-        with Writer(built, backend, size_hint=count * record_bytes) as writer, \
+        with Writer(built, backend, size_hint=count * (record_size + 10)) as writer, \
                 Progress(count, f"create-db {target.name}") as bar:
             for lo in range(0, count, _BATCH):
                 hi = min(lo + _BATCH, count)
-                values = _encode(flat, first[lo:hi], second[lo:hi], same[lo:hi], header)
+                values = _encode(pixels(lo, hi), label_values[lo:hi], header)
                 writer.put_batch(zip([b"%08d" % k for k in range(lo, hi)], values))
                 bar.update(hi - lo)
         _move_into_place(built, target, force)
@@ -181,9 +213,6 @@ def create_pair_db(images, labels, db_path, seed=0, backend="leveldb", force=Fal
             except OSError:
                 break
         raise
-    seconds = time.perf_counter() - start
-    print(f"{target}: {count} records, {same.mean():.2%} similar, {backend}, seed {seed}, {seconds:.2f} s")
-    return count
 
 
 def _check_seed(seed):
@@ -217,3 +246,15 @@ def create_example_dbs(seed=0, backend="leveldb", force=False, balanced=False):
         written[split] = create_pair_db(images, labels, path, seed=2 * seed + offset, backend=backend,
                                         force=force, balanced=balanced)
     return written
+
+
+def create_example_image_dbs(backend="lmdb", force=False):
+    """Caffe's LeNet example DBs (examples/mnist/mnist_{train,test}_BACKEND): one record per bundled MNIST image."""
+    from ..data import mnist_files
+
+    backend = backend_name(backend)
+    paths = {split: Path("examples") / "mnist" / f"mnist_{split}_{backend}" for split in ("train", "test")}
+    for path in paths.values():
+        _check_target(path, force)
+    return {split: create_image_db(*mnist_files(split), path, backend=backend, force=force)
+            for split, path in paths.items()}
