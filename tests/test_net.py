@@ -60,10 +60,10 @@ def test_example_train_net_shapes(tmp_path, monkeypatch):
     assert shapes["conv2"] == (64, 50, 8, 8) and shapes["pool2_p"] == (64, 50, 4, 4)
     assert shapes["ip1"] == (64, 500) and shapes["feat_p"] == (64, 2)
     assert net.outputs == ["loss"]
-    # Eight named params, each stored once though used by both towers.
-    assert len(net.learnable_params) == 8
+    # Ten named params, each stored once though used by both towers.
+    assert len(net.learnable_params) == 10
     assert net.params["conv1"][0] is net.params["conv1_p"][0]
-    assert [p.lr_mult for p in net.learnable_params] == [1, 2] * 4
+    assert [p.lr_mult for p in net.learnable_params] == [1, 2] * 5
     # Nothing needs the image gradient: slice and the data take no backward.
     assert not net.layer_needs_backward[list(net.layer_dict).index("slice_pair")]
     assert net.propagate_down[list(net.layer_dict).index("conv1")] == [False]
@@ -96,7 +96,7 @@ def test_whole_siamese_net_gradient_matches_numerical():
     sim = np.array([1, 0, 0], np.float32)
     loss, grads = _loss_and_grads(net, pair, sim)
     assert loss > 0
-    step = 1e-2
+    step = 1e-3  # small enough not to cross a max-pooling or ReLU switch
     for param, grad in zip(net.learnable_params, grads):
         flat = param.blob.data.reshape(-1)
         for index in rng.choice(flat.size, size=min(6, flat.size), replace=False):
@@ -119,7 +119,7 @@ def test_shared_gradient_is_the_sum_of_both_towers():
     # The same net with separate (but equal) parameters per tower: the shared gradient is their sum.
     text = siamese_text()
     for name in ("conv1_w", "conv1_b", "ip1_w", "ip1_b", "feat_w", "feat_b"):
-        text = text.replace(f'name: "{name}" ', "", 1)
+        text = text.replace(f'name: "{name}" ', "")
     separate = net_from(text, phase="TRAIN", seed=4)
     assert len(separate.learnable_params) == 12
     for layer_name, blobs in shared.params.items():
