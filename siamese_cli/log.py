@@ -6,27 +6,27 @@ import threading
 
 
 class CaffeLog:
-    """Writes `I1129 02:43:50.123456 12345 solver.py:42] message` lines.
+    """Writes `I1129 02:43:50.123456 12345 solver.py:42] message` lines, naming the calling line as glog does.
 
     A progress bar sharing the stream is cleared before each line and redrawn after.
     """
 
-    def __init__(self, stream=None, source="solver.py"):
+    def __init__(self, stream=None):
         self.stream = stream or sys.stderr
-        self.source = source
         self.progress = None
 
-    def __call__(self, message, severity="I", source=None):
+    def __call__(self, message, severity="I", depth=1):
         now = datetime.datetime.now()
-        prefix = (f"{severity}{now:%m%d %H:%M:%S}.{now.microsecond:06d} {threading.get_native_id() or os.getpid():>5} "
-                  f"{source or self.source}]")
+        caller = sys._getframe(depth)
+        where = f"{os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}"
+        prefix = (f"{severity}{now:%m%d %H:%M:%S}.{now.microsecond:06d} {threading.get_native_id():>5} {where}]")
         if self.progress is not None:
             self.progress.clear()
         self.stream.write(f"{prefix} {message}\n")
         self.stream.flush()
 
-    def warning(self, message, source=None):
-        self(message, severity="W", source=source)
+    def warning(self, message):
+        self(message, severity="W", depth=2)
 
 
 def fmt(value):

@@ -179,7 +179,10 @@ class Lines:
     def __init__(self):
         self.lines = []
 
-    def __call__(self, message, severity="I", source=None):
+    def __call__(self, message, severity="I", depth=1):
+        self.lines.append(message)
+
+    def warning(self, message):
         self.lines.append(message)
 
     progress = None

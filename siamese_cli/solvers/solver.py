@@ -104,7 +104,7 @@ class Solver:
             raise SiameseError(f"the solver gives {len(p.test_iter)} test_iter value(s) for {len(params)} test net(s); "
                                f"give one test_iter per test net")
         if params and p.test_interval <= 0:
-            self.log("test_interval is 0: the test nets are never run", severity="W")
+            self.log.warning("test_interval is 0: the test nets are never run")
         nets = []
         for k, net_param in enumerate(params):
             state = p.test_state[k] if k < len(p.test_state) else caffe_pb2.NetState()
@@ -238,7 +238,7 @@ class Solver:
         p = self.param
         rate, self.current_step = learning_rate(p, self.iter, self.current_step)
         if display:
-            self.log(f"Iteration {self.iter}, lr = {fmt(rate)}", source="sgd_solver.py")
+            self.log(f"Iteration {self.iter}, lr = {fmt(rate)}")
             if self.train_log:
                 self.train_log.write("train", self.iter, "lr", rate)
         self.clip_gradients()
@@ -292,7 +292,7 @@ class Solver:
 
     def snapshot(self):
         if self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5:
-            self.log("snapshot_format HDF5 is not supported; writing BINARYPROTO", severity="W")
+            self.log.warning("snapshot_format HDF5 is not supported; writing BINARYPROTO")
         model_path, state_path = self.snapshot_paths()
         self.log(f"Snapshotting to binary proto file {model_path}")
         write_bytes_atomic(model_path, self.net.to_proto(self.param.snapshot_diff).SerializeToString())

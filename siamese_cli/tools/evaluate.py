@@ -9,7 +9,7 @@ from ..net import Net
 
 def test_net(model, weights, iterations=50, phase="TEST", log=None, out=None):
     """Run `iterations` forward passes; print and return {output name: mean value(s)}."""
-    log = log or CaffeLog(source="caffe_tools.py")
+    log = log or CaffeLog()
     out = out or sys.stdout
     net = Net(model, weights=weights, phase=phase)
     try:

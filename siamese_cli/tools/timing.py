@@ -29,7 +29,7 @@ def time_layers(net, iterations):
 
 
 def time_net(model, weights=None, iterations=50, phase="TRAIN", log=None, out=None):
-    log = log or CaffeLog(source="caffe_tools.py")
+    log = log or CaffeLog()
     out = out or sys.stdout
     net = Net(model, weights=weights, phase=phase, seed=0)
     try:
