@@ -70,6 +70,7 @@ CASES = [
     # rows of at least convolution.SHORT_ROW take the batch-second layout
     ("num_output: 2 kernel_size: 3 stride: 1", (2, 2, 4, 20), (1, 1), (0, 0), (1, 1), 1),
     ("num_output: 4 kernel_size: 3 group: 2 pad: 1", (2, 4, 3, 18), (1, 1), (1, 1), (1, 1), 2),
+    ("num_output: 3 kernel_size: 3 stride: 2 dilation: 2 pad: 1", (2, 2, 5, 40), (2, 2), (1, 1), (2, 2), 1),
 ]
 
 

@@ -1,7 +1,7 @@
 """Caffe's Pooling layer (MAX and AVE), vectorised over the batch, looping only over kernel offsets.
 
-Windows are visited offset by offset in row-major order with a strict "greater than", so MAX keeps
-the first maximum of each window as Caffe does, and AVE adds in Caffe's order (bit-identical sums).
+Windows are visited offset by offset in row-major order: MAX keeps the first maximum of each
+window as Caffe does, and AVE adds in Caffe's order (bit-identical sums).
 The argmax is kept as the window offset in a small integer array, not as an input-sized mask.
 """
 import numpy as np
@@ -95,6 +95,7 @@ class Pooling(Layer):
         self._grad = None
         self.argmax = np.zeros(self.top_shape, np.uint8 if kh * kw <= 256 else np.int32)
         self._better = np.zeros(self.top_shape, bool)
+        self._differs = np.zeros(self.top_shape, bool)
         if self.method == _AVE and not self.tiled:
             self.divisor = np.multiply.outer(self._clipped_sizes(h, oh, kh, sh, ph),
                                              self._clipped_sizes(w, ow, kw, sw, pw)).astype(np.float32)
@@ -136,11 +137,9 @@ class Pooling(Layer):
         if self.method == _MAX:
             views = self._views(self._padded_input(x, -np.inf))
             np.copyto(out, views[0])
-            self.argmax.fill(0)
-            for offset, view in enumerate(views[1:], 1):
-                np.greater(view, out, out=self._better)
-                np.copyto(out, view, where=self._better)
-                np.copyto(self.argmax, offset, where=self._better)
+            for view in views[1:]:
+                np.maximum(out, view, out=out)
+            self._first_max(views, out)
             if len(top) > 1:
                 self._write_mask(top[1].data, x.shape[2:])
         else:
@@ -152,6 +151,22 @@ class Pooling(Layer):
                 out /= np.float32(self.window[0] * self.window[1])
             else:
                 out /= self.divisor
+
+    def _first_max(self, views, out):
+        """argmax = the number of leading offsets that do not hold the maximum (so the first one wins).
+
+        Counting with boolean arithmetic is several times faster than masked copies.
+        """
+        argmax, searching, differs = self.argmax, self._better, self._differs
+        argmax.fill(0)
+        if len(views) == 1:
+            return
+        np.not_equal(views[0], out, out=searching)
+        np.add(argmax, searching, out=argmax)
+        for view in views[1:-1]:
+            np.not_equal(view, out, out=differs)
+            np.logical_and(searching, differs, out=searching)
+            np.add(argmax, searching, out=argmax)
 
     def _write_mask(self, mask, size):
         """The argmax as Caffe's flat input index h * W + w (in float)."""
@@ -170,6 +185,7 @@ class Pooling(Layer):
         else:
             if self._grad is None:
                 self._grad = np.zeros(self.padded_shape, np.float32)
+                self._routed = np.zeros(self.top_shape, np.float32)
             grad = self._grad
             grad.fill(0)
         views = self._views(grad)
@@ -179,7 +195,7 @@ class Pooling(Layer):
                 if self.tiled:
                     np.multiply(dy, self._better, out=views[offset])
                 else:
-                    views[offset] += dy * self._better
+                    views[offset] += np.multiply(dy, self._better, out=self._routed)
         else:
             share = dy / (np.float32(self.window[0] * self.window[1]) if self.tiled else self.divisor)
             for view in reversed(views):
