@@ -13,7 +13,7 @@ from ..fillers import fill
 from .base import Layer
 
 #: Columns above this many bytes are built a slice of the batch at a time (and rebuilt in backward).
-COLUMN_BUDGET = 128 << 20
+COLUMN_BUDGET = 32 << 20
 #: Output rows shorter than this use the batch-innermost layout.
 SHORT_ROW = 16
 
