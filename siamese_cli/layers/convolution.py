@@ -256,7 +256,6 @@ class Convolution(Layer):
         weights = self.blobs[0].data.reshape(o, -1)
         weight_diff = self.blobs[0].diff.reshape(o, -1)
         (kh, kw), (ph, pw) = self.kernel, self.pad
-        h, w = plan.shape[2:]
         for index, (t, b) in enumerate(zip(top, bottom)):
             down = propagate_down[index] if index < len(propagate_down) else False
             for start, stop in self._chunks(plan):
