@@ -96,3 +96,20 @@ def test_cli_missing_file_is_one_line_exit_2(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "nope.prototxt: no such file" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_atomic_write_leaves_no_partial_file_and_normal_permissions(tmp_path):
+    import os
+
+    from siamese_cli.io.files import atomic_path, write_bytes_atomic
+
+    write_bytes_atomic(tmp_path / "a.bin", b"abc")
+    assert (tmp_path / "a.bin").read_bytes() == b"abc"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o666 & ~mask
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "b.bin") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
