@@ -188,3 +188,14 @@ def test_higher_dimensional_net_end_to_end(tmp_path):
     features = pf.compute_features(pf.deploy_net(model, weights, batch_size=64), pixels[:100], batch_size=64)
     assert features.shape == (100, 3)
     np.testing.assert_allclose(features, pixels[:100].reshape(100, -1) @ net.params["feat"][0].data.T, atol=1e-4)
+
+
+def test_nearest_neighbour_accuracy_counts_hits():
+    from siamese_cli.tools.plot_features import nearest_neighbour_accuracy
+
+    features = np.array([[0, 0], [10, 0], [0, 10], [0.5, 0], [9, 1], [10, 9]], np.float32)
+    labels = np.array([0, 1, 2, 0, 1, 1], np.uint8)
+    # Queries [0.5, 0], [9, 1] and [10, 9] lie nearest to references of digits 0, 1 and 1.
+    assert nearest_neighbour_accuracy(features, labels) == 1.0
+    labels[5] = 2
+    assert nearest_neighbour_accuracy(features, labels) == pytest.approx(2 / 3)

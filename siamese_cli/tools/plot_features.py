@@ -175,6 +175,22 @@ def write_features(path, features, labels):
     return path
 
 
+def nearest_neighbour_accuracy(features, labels):
+    """1-NN accuracy of the second half of the digits against the first half as reference.
+
+    A plain measure of how well the embedding separates the classes; the README quotes it
+    for the example (first 5,000 test digits as reference, last 5,000 as queries).
+    """
+    half = len(labels) // 2
+    reference, queries = features[:half].astype(np.float32), features[half:].astype(np.float32)
+    hits = 0
+    for lo in range(0, len(queries), 1000):
+        block = queries[lo:lo + 1000]
+        distance = ((block[:, None, :] - reference[None, :, :]) ** 2).sum(axis=-1)
+        hits += int((labels[:half][distance.argmin(axis=1)] == labels[half:][lo:lo + 1000]).sum())
+    return hits / max(len(queries), 1)
+
+
 def plot_features(model=DEFAULT_MODEL, weights=None, images=None, labels=None, out="features.png", show=False,
                   save_features=None, batch_size=BATCH_SIZE):
     """Compute the features of the test digits with the deploy net and draw them into `out`.
@@ -190,6 +206,9 @@ def plot_features(model=DEFAULT_MODEL, weights=None, images=None, labels=None, o
     features = compute_features(net, pixels, batch_size=batch_size)
     if save_features is not None:
         write_features(save_features, features, digits)
+    if len(digits) >= 2:
+        accuracy = nearest_neighbour_accuracy(features, digits)
+        print(f"1-nearest-neighbour accuracy of the features (last half against first half): {accuracy:.4f}")
     title = f"{len(digits):,} digits through {Path(model).name} with {Path(weights).name}"
     fig = features_figure(features, digits, title=title, show=show)
     save_figure(fig, out)
