@@ -125,7 +125,8 @@ class Solver:
                 self.log.progress = bar if bar.enabled else None
                 self.step(p.max_iter - self.iter, bar)
                 self.log.progress = None
-            if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+            just_saved = p.snapshot and self.iter % p.snapshot == 0
+            if (p.snapshot_after_train or self.requested == "stop") and not just_saved:
                 self.snapshot()
             if self.requested == "stop":
                 self.log("Optimization stopped early.")
@@ -177,7 +178,7 @@ class Solver:
             self.iter += 1
             if bar is not None:
                 bar.update(1, loss=self.smoothed_loss)
-            if (p.snapshot and self.iter % p.snapshot == 0) or self.requested in ("snapshot", "stop"):
+            if (p.snapshot and self.iter % p.snapshot == 0) or self.requested == "snapshot":
                 self.snapshot()
                 if self.requested == "snapshot":
                     self.requested = None
