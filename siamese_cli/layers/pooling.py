@@ -93,6 +93,14 @@ class Pooling(Layer):
         self.padded_shape = (n, c, max(h + 2 * ph, (oh - 1) * sh + kh), max(w + 2 * pw, (ow - 1) * sw + kw))
         self._padded = None
         self._grad = None
+        self.pairwise = self.method == _MAX and self.tiled and (kh, kw) == (2, 2)
+        if self.pairwise:
+            self._even = np.empty((n, c, h, ow), np.float32)
+            self._odd = np.empty((n, c, h, ow), np.float32)
+            self._upper_rows = np.empty(self.top_shape, np.float32)
+            self._lower_rows = np.empty(self.top_shape, np.float32)
+            self._right = np.empty((n, c, h, ow), bool)
+            self._lower = np.empty(self.top_shape, bool)
         self.argmax = np.zeros(self.top_shape, np.uint8 if kh * kw <= 256 else np.int32)
         self._better = np.zeros(self.top_shape, bool)
         self._differs = np.zeros(self.top_shape, bool)
@@ -134,7 +142,12 @@ class Pooling(Layer):
 
     def forward(self, bottom, top):
         x, out = bottom[0].data, top[0].data
-        if self.method == _MAX:
+        if self.pairwise:
+            self._forward_pairwise(x, out)
+            if len(top) > 1:
+                self._pairwise_argmax()
+                self._write_mask(top[1].data, x.shape[2:])
+        elif self.method == _MAX:
             views = self._views(self._padded_input(x, -np.inf))
             np.copyto(out, views[0])
             for view in views[1:]:
@@ -151,6 +164,51 @@ class Pooling(Layer):
                 out /= np.float32(self.window[0] * self.window[1])
             else:
                 out /= self.divisor
+
+    def _forward_pairwise(self, x, out):
+        """2x2 tiles: the max of each horizontal pair, then of the two rows; two bits locate the first maximum.
+
+        `_right` (per tile row) is set where the right element is strictly greater, `_lower` where
+        the lower row's maximum is: ties keep the earlier element, as Caffe does. Viewing float
+        pairs as complex64 splits even and odd columns with two fast strided copies, so every
+        comparison then runs on contiguous arrays.
+        """
+        n, c, oh, ow = self.top_shape
+        even, odd, upper, lower = self._even, self._odd, self._upper_rows, self._lower_rows
+        pairs = np.ascontiguousarray(x).view(np.complex64)
+        np.copyto(even, pairs.real)
+        np.copyto(odd, pairs.imag)
+        np.greater(odd, even, out=self._right)
+        np.maximum(even, odd, out=even)
+        rows = even.reshape(n, c, oh, 2, ow)
+        np.copyto(upper, rows[:, :, :, 0])
+        np.copyto(lower, rows[:, :, :, 1])
+        np.maximum(upper, lower, out=out)
+        np.greater(lower, upper, out=self._lower)
+
+    def _pairwise_argmax(self):
+        """The window offset (0..3, row-major) of each first maximum, from the two bits."""
+        n, c, oh, ow = self.top_shape
+        right = self._right.reshape(n, c, oh, 2, ow)
+        np.copyto(self.argmax, np.where(self._lower, right[:, :, :, 1], right[:, :, :, 0]))
+        self.argmax += self._lower.view(np.uint8) << 1
+
+    def _backward_pairwise(self, dy, dx):
+        """Route dy to the first maximum of each 2x2 tile: split by row, then by column (zeros elsewhere)."""
+        n, c, oh, ow = self.top_shape
+        rows, odd, upper, lower = self._even, self._odd, self._upper_rows, self._lower_rows
+        np.multiply(dy, self._lower, out=lower)
+        np.subtract(dy, lower, out=upper)
+        tiles = rows.reshape(n, c, oh, 2, ow)
+        np.copyto(tiles[:, :, :, 0], upper)
+        np.copyto(tiles[:, :, :, 1], lower)
+        np.multiply(rows, self._right, out=odd)
+        np.subtract(rows, odd, out=rows)
+        pairs = (dx if dx.flags.c_contiguous else np.empty(dx.shape, np.float32)).view(np.complex64)
+        np.copyto(pairs.real, rows)
+        np.copyto(pairs.imag, odd)
+        if not dx.flags.c_contiguous:
+            np.copyto(dx, pairs.view(np.float32))
 
     def _first_max(self, views, out):
         """argmax = the number of leading offsets that do not hold the maximum (so the first one wins).
@@ -180,6 +238,9 @@ class Pooling(Layer):
         if not propagate_down[0]:
             return
         dy, dx = top[0].diff, bottom[0].diff
+        if self.pairwise:
+            self._backward_pairwise(dy, dx)
+            return
         if self.tiled:
             grad = dx
         else:
