@@ -71,7 +71,7 @@ def test_weights_fine_tune_starts_from_given_weights(tmp_path):
 
 
 def test_sigterm_snapshots_and_stops(tmp_path):
-    solver = write_files(tmp_path, max_iter=10_000_000, extra="test_interval: 0\n")
+    solver = write_files(tmp_path, max_iter=10_000_000, extra="test_interval: 0\nsnapshot_after_train: false\n")
     process = subprocess.Popen([sys.executable, "-m", "siamese_cli", "train", "--solver", str(solver)],
                                stderr=subprocess.PIPE, text=True, cwd=ROOT)
     for line in process.stderr:
