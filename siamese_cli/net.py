@@ -73,9 +73,9 @@ def insert_splits(net_param):
     """
     producer = {}  # blob name -> (layer index, top index) of its current version
     consumers = {}  # (layer index, top index) -> [(layer index, bottom index)]
-    for name in net_param.input:
-        producer[name] = (-1, list(net_param.input).index(name))
-        consumers[producer[name]] = []
+    for index, name in enumerate(net_param.input):
+        producer[name] = (-1, index)
+        consumers[(-1, index)] = []
     for i, layer in enumerate(net_param.layer):
         for j, bottom in enumerate(layer.bottom):
             if bottom not in producer:
@@ -89,41 +89,35 @@ def insert_splits(net_param):
     if not shared:
         return net_param
 
+    def split_name(source):
+        """Caffe's naming: BLOB_PRODUCER_TOPINDEX_split."""
+        layer_index, top_index = source
+        if layer_index < 0:
+            return net_param.input[top_index], f"{net_param.input[top_index]}_input_{top_index}_split"
+        layer = net_param.layer[layer_index]
+        return layer.top[top_index], f"{layer.top[top_index]}_{layer.name}_{top_index}_split"
+
+    rename = {user: f"{split_name(source)[1]}_{k}" for source, users in shared.items() for k, user in enumerate(users)}
     result = caffe_pb2.NetParameter()
     result.CopyFrom(net_param)
     del result.layer[:]
 
-    def split_layer(blob, producer_name, top_index, count):
-        split = caffe_pb2.LayerParameter(name=f"{blob}_{producer_name}_{top_index}_split", type="Split")
-        split.bottom.append(blob)
-        split.top.extend(f"{blob}_{producer_name}_{top_index}_split_{k}" for k in range(count))
-        return split
-
-    rename = {}  # (layer index, bottom index) -> split top name
-    for source, users in shared.items():
-        layer_index, top_index = source
-        if layer_index < 0:
-            blob, producer_name = net_param.input[top_index], "input"
-        else:
-            blob, producer_name = net_param.layer[layer_index].top[top_index], net_param.layer[layer_index].name
-        for k, user in enumerate(users):
-            rename[user] = f"{blob}_{producer_name}_{top_index}_split_{k}"
-
-    def splits_after(layer_index, tops):
-        for top_index, blob in enumerate(tops):
+    def splits_after(layer_index, count):
+        for top_index in range(count):
             users = shared.get((layer_index, top_index))
             if users:
-                producer_name = "input" if layer_index < 0 else net_param.layer[layer_index].name
-                result.layer.append(split_layer(blob, producer_name, top_index, len(users)))
+                blob, name = split_name((layer_index, top_index))
+                split = result.layer.add(name=name, type="Split")
+                split.bottom.append(blob)
+                split.top.extend(f"{name}_{k}" for k in range(len(users)))
 
-    splits_after(-1, net_param.input)
+    splits_after(-1, len(net_param.input))
     for i, layer in enumerate(net_param.layer):
         copy = result.layer.add()
         copy.CopyFrom(layer)
         for j in range(len(layer.bottom)):
-            if (i, j) in rename:
-                copy.bottom[j] = rename[(i, j)]
-        splits_after(i, layer.top)
+            copy.bottom[j] = rename.get((i, j), layer.bottom[j])
+        splits_after(i, len(layer.top))
     return result
 
 
