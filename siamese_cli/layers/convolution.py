@@ -89,6 +89,7 @@ class _Plan:
         wp = max(w + 2 * pw, (ow - 1) * sw + dw * (kw - 1) + 1)
         self.rows = rows
         self.hp, self.wp = hp, wp
+        self.flat_scatter = self.batch_last and (sh, sw) == (1, 1)
         self._buffers = {}
 
     def buffer(self, name, shape):
@@ -96,6 +97,13 @@ class _Plan:
         if array is None or array.shape != shape:
             array = np.zeros(shape, np.float32)
             self._buffers[name] = array
+        return array
+
+    def ones(self, count):
+        """A float32 vector of ones: sums over positions as one matrix-vector product, as Caffe sums bias gradients."""
+        array = self._buffers.get("ones")
+        if array is None or array.shape != (count,):
+            array = self._buffers["ones"] = np.ones(count, np.float32)
         return array
 
     def padded_shape(self, m):
@@ -243,11 +251,10 @@ class Convolution(Layer):
                 for k in range(g):
                     np.matmul(weights[k * og:(k + 1) * og], columns[k * rg:(k + 1) * rg],
                               out=product[k * og:(k + 1) * og])
-                out = plan.from_positions(product, stop - start)
+                # Bias first, while the product is contiguous; a strided add costs several times more.
                 if self.bias_term:
-                    np.add(out, self.blobs[1].data[None, :, None, None], out=t.data[start:stop])
-                else:
-                    np.copyto(t.data[start:stop], out)
+                    np.add(product, self.blobs[1].data[:, None], out=product)
+                np.copyto(t.data[start:stop], plan.from_positions(product, stop - start))
 
     def backward(self, top, propagate_down, bottom):
         plan = self._plan
@@ -263,7 +270,7 @@ class Convolution(Layer):
                 grad = plan.buffer("top_grad", (o, m * plan.out_hw[0] * plan.out_hw[1]))
                 np.copyto(plan.from_positions(grad, m), t.diff[start:stop])
                 if self.bias_term:
-                    self.blobs[1].diff += grad.sum(axis=1)
+                    self.blobs[1].diff += grad @ plan.ones(grad.shape[1])
                 if plan.cache_columns:
                     columns = plan.buffer(("columns", index), (plan.rows, grad.shape[1]))
                 else:
@@ -273,15 +280,46 @@ class Convolution(Layer):
                     weight_diff[k * og:(k + 1) * og] += (columns[k * rg:(k + 1) * rg] @ grad[k * og:(k + 1) * og].T).T
                 if not down:
                     continue
-                col_grad = plan.buffer("column_grad", (plan.rows, grad.shape[1]))
-                for k in range(g):
-                    np.matmul(weights[k * og:(k + 1) * og].T, grad[k * og:(k + 1) * og],
-                              out=col_grad[k * rg:(k + 1) * rg])
                 padded = plan.buffer("padded_grad", plan.padded_shape(m))
                 padded.fill(0)
-                col_grad = col_grad.reshape(plan.windows(padded, self).shape)
-                for i in range(kh):
-                    for j in range(kw):
-                        window = plan.window(padded, self, i, j)
-                        window += col_grad[:, i, j]
+                if plan.flat_scatter:
+                    self._scatter_flat(plan, weights, grad, padded, m)
+                else:
+                    col_grad = plan.buffer("column_grad", (plan.rows, grad.shape[1]))
+                    for k in range(g):
+                        np.matmul(weights[k * og:(k + 1) * og].T, grad[k * og:(k + 1) * og],
+                                  out=col_grad[k * rg:(k + 1) * rg])
+                    col_grad = col_grad.reshape(plan.windows(padded, self).shape)
+                    for i in range(kh):
+                        for j in range(kw):
+                            window = plan.window(padded, self, i, j)
+                            window += col_grad[:, i, j]
                 np.copyto(b.diff[start:stop], plan.interior(padded, (ph, pw)))
+
+    def _scatter_flat(self, plan, weights, grad, padded, m):
+        """col2im for stride 1 in the batch-last layout, as one contiguous add per kernel offset.
+
+        The column gradient is written with the padded buffer's row pitch (wp * N, the columns past
+        each output row left at zero), so in the flattened (C, hp * wp * N) buffer the window of
+        offset (i, j) is a single run starting at (i * dh * wp + j * dw) * N. Output rows are
+        multiplied one at a time so that the matmul writes straight into that layout.
+        """
+        (oh, ow), (kh, kw), (dh, dw) = plan.out_hw, self.kernel, self.dilation
+        g, o = self.group, self.num_output
+        og, rg = o // g, plan.rows // g
+        pitch = plan.wp * m
+        row = ow * m
+        col_grad = plan.buffer("column_grad_rows", (plan.rows, oh, pitch))
+        grad = grad.reshape(o, oh, row)
+        for y in range(oh):
+            for k in range(g):
+                np.matmul(weights[k * og:(k + 1) * og].T, grad[k * og:(k + 1) * og, y],
+                          out=col_grad[k * rg:(k + 1) * rg, y, :row])
+        length = (oh - 1) * pitch + row
+        flat = padded.reshape(padded.shape[0], -1)
+        col_grad = col_grad.reshape(padded.shape[0], kh, kw, oh * pitch)
+        for i in range(kh):
+            for j in range(kw):
+                start = (i * dh * plan.wp + j * dw) * m
+                window = flat[:, start:start + length]
+                np.add(window, col_grad[:, i, j, :length], out=window)
