@@ -247,14 +247,26 @@ class Convolution(Layer):
         for index, (b, t) in enumerate(zip(bottom, top)):
             for start, stop in self._chunks(plan):
                 columns = self._im2col(plan, b.data, start, stop, index)
+                m = stop - start
+                # Bias first, while the product is contiguous; a strided add costs several times more.
+                if plan.batch_last:
+                    # (positions, O) is the faster orientation for OpenBLAS here, and the cheaper transpose.
+                    product = plan.buffer("product", (columns.shape[1], o))
+                    for k in range(g):
+                        np.matmul(columns[k * rg:(k + 1) * rg].T, weights[k * og:(k + 1) * og].T,
+                                  out=product[:, k * og:(k + 1) * og])
+                    if self.bias_term:
+                        np.add(product, self.blobs[1].data, out=product)
+                    oh, ow = plan.out_hw
+                    np.copyto(t.data[start:stop], product.reshape(oh, ow, m, o).transpose(2, 3, 0, 1))
+                    continue
                 product = plan.buffer("product", (o, columns.shape[1]))
                 for k in range(g):
                     np.matmul(weights[k * og:(k + 1) * og], columns[k * rg:(k + 1) * rg],
                               out=product[k * og:(k + 1) * og])
-                # Bias first, while the product is contiguous; a strided add costs several times more.
                 if self.bias_term:
                     np.add(product, self.blobs[1].data[:, None], out=product)
-                np.copyto(t.data[start:stop], plan.from_positions(product, stop - start))
+                np.copyto(t.data[start:stop], plan.from_positions(product, m))
 
     def backward(self, top, propagate_down, bottom):
         plan = self._plan
