@@ -1,0 +1,401 @@
+#!/usr/bin/env python3
+"""Benchmark the toolkit on the example siamese train net (batch 64 pairs), and PyTorch beside it.
+
+Measures: milliseconds per full training iteration (forward, backward, SGD update, data layer
+included), per-layer forward/backward times, the matmul work per iteration and the fraction of
+this machine's float32 matmul peak it reaches, the peak memory of a training run (a child
+process that trains with its test net), and the time to build the 60,000-pair training DB.
+With PyTorch installed (`pip install -e ".[bench]"`), an equivalent PyTorch model (same
+shapes, same contrastive loss, SGD with momentum, same batches) is timed in the same process,
+alternating with the toolkit round by round, and the ratio toolkit / PyTorch is printed.
+
+    python scripts/bench.py                # the full benchmark (about a minute on 2 cores)
+    python scripts/bench.py --threads 1    # BLAS and PyTorch limited to one thread
+    python scripts/bench.py --quick        # a few iterations on a small DB (a smoke run)
+
+This is not a test: timings depend on the machine and its load. Output is `name: value` lines;
+--json FILE also writes the figures as JSON.
+"""
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "siamese"
+MiB = 1 << 20
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few iterations on a 10,000-pair DB (smoke run)")
+    parser.add_argument("--iterations", type=int, help="training iterations per round (default 50; quick 3)")
+    parser.add_argument("--rounds", type=int, help="alternating toolkit/PyTorch rounds (default 5; quick 2)")
+    parser.add_argument("--threads", type=int,
+                        help="BLAS/PyTorch threads (sets OPENBLAS/OMP/MKL_NUM_THREADS and restarts; default: as set)")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    parser.add_argument("--workdir", help="folder for the benchmark DBs (default: a temporary folder)")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--memory-child", nargs=3, metavar=("TRAIN_DB", "TEST_DB", "ITERS"),
+                        help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def _restart_with_threads(threads, argv):
+    """BLAS reads its thread count when numpy loads, so a different count needs a fresh interpreter."""
+    wanted = str(threads)
+    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    if all(os.environ.get(name) == wanted for name in names):
+        return
+    for name in names:
+        os.environ[name] = wanted
+    os.execv(sys.executable, [sys.executable, str(Path(__file__).resolve())] + list(argv))
+
+
+# ---- the machine ---------------------------------------------------------------------
+def cpu_model():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def blas_info():
+    """(library and version, kernel, threads) of numpy's BLAS, from threadpoolctl when it is installed."""
+    import numpy as np
+
+    try:
+        from threadpoolctl import threadpool_info
+
+        for entry in threadpool_info():
+            if entry.get("user_api") == "blas":
+                return (f"{entry.get('internal_api')} {entry.get('version')}", entry.get("architecture") or "?",
+                        entry.get("num_threads"))
+    except ImportError:
+        pass
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{blas.get('name')} {blas.get('version')}", "? (install threadpoolctl to see it)", None
+    except Exception:  # show_config's layout differs between numpy versions
+        return "unknown", "?", None
+
+
+def matmul_peak(n, repeats=5):
+    """Best GFLOP/s of an n x n float32 matmul: this machine's practical BLAS peak."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.random((n, n), dtype=np.float32)
+    b = rng.random((n, n), dtype=np.float32)
+    out = np.empty((n, n), np.float32)
+    np.matmul(a, b, out=out)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * n ** 3 / best / 1e9
+
+
+# ---- data and nets -------------------------------------------------------------------
+def build_dbs(workdir, quick):
+    """The train DB (60,000 pairs; quick: 10,000) and the test DB; seconds to build the train DB."""
+    from siamese_cli.data import mnist_files
+    from siamese_cli.tools.create_db import create_pair_db
+
+    split = "test" if quick else "train"
+    train, test = Path(workdir) / "bench_train_leveldb", Path(workdir) / "bench_test_leveldb"
+    with contextlib.redirect_stdout(io.StringIO()):
+        start = time.perf_counter()
+        records = create_pair_db(*mnist_files(split), train, seed=0, force=True)
+        seconds = time.perf_counter() - start
+        create_pair_db(*mnist_files("test"), test, seed=1, force=True)
+    return train, test, records, seconds
+
+
+def solver_param(train_db, test_db, test_iter=0, test_interval=0):
+    """The example solver and net, reading the benchmark DBs; no display, no snapshots."""
+    from siamese_cli.io.prototxt import read_net, read_solver
+
+    net = read_net(EXAMPLE / "mnist_siamese_train_test.prototxt")
+    for layer in net.layer:
+        if layer.type == "Data":
+            is_test = any(rule.phase == 1 for rule in layer.include)
+            layer.data_param.source = str(test_db if is_test else train_db)
+    param = read_solver(EXAMPLE / "mnist_siamese_solver.prototxt")
+    param.ClearField("net")
+    param.net_param.CopyFrom(net)
+    del param.test_iter[:]
+    if test_iter:
+        param.test_iter.append(test_iter)
+    param.test_interval = test_interval
+    param.test_initialization = bool(test_iter)
+    param.display = 0
+    param.snapshot = 0
+    param.snapshot_after_train = False
+    param.random_seed = 0
+    param.max_iter = 10 ** 9
+    return param
+
+
+def make_solver(param):
+    from siamese_cli.log import CaffeLog
+    from siamese_cli.solvers import make_solver as build
+
+    return build(param, log=CaffeLog(open(os.devnull, "w")))
+
+
+def matmul_flops(net):
+    """(forward, backward) multiply-add work of the Convolution and InnerProduct layers, in FLOP."""
+    forward = backward = 0
+    for i, layer in enumerate(net.layers):
+        if layer.type == "Convolution":
+            o, cg, kh, kw = layer.blobs[0].shape
+            per_bottom = [2 * top.data.size * cg * kh * kw for top in net.tops[i]]
+        elif layer.type == "InnerProduct":
+            per_bottom = [2 * net.tops[i][0].data.size * layer.k]
+        else:
+            continue
+        forward += sum(per_bottom)
+        if net.layer_needs_backward[i]:
+            down = net.propagate_down[i]
+            backward += sum(work * (1 + (k < len(down) and bool(down[k]))) for k, work in enumerate(per_bottom))
+    return forward, backward
+
+
+def memory_child(train_db, test_db, iterations):
+    """Train with the test net (one full test pass of 100 batches of 100 pairs) and report the peak RSS."""
+    import resource
+
+    quick = iterations < 50
+    param = solver_param(train_db, test_db, test_iter=2 if quick else 100, test_interval=max(1, iterations))
+    solver = make_solver(param)
+    try:
+        solver.step(iterations)
+        solver.test_all()
+    finally:
+        solver.close()
+    print(f"peak_rss_kib {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
+
+
+def peak_training_memory(train_db, test_db, iterations):
+    """Peak resident memory (bytes) of a child process that trains `iterations` iterations and tests."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--memory-child", str(train_db), str(test_db),
+               str(iterations)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
+    for line in result.stdout.splitlines():
+        if line.startswith("peak_rss_kib "):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"the memory child printed no peak: {result.stdout}{result.stderr}")
+
+
+# ---- PyTorch ---------------------------------------------------------------------------
+def torch_trainer(batches, threads, seed=0):
+    """A step function training the same siamese net in PyTorch; None when PyTorch is absent."""
+    try:
+        import torch
+    except ImportError:
+        return None, None
+    from torch import nn
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+
+    class Tower(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 20, 5)
+            self.conv2 = nn.Conv2d(20, 50, 5)
+            self.ip1 = nn.Linear(800, 500)
+            self.ip2 = nn.Linear(500, 10)
+            self.feat = nn.Linear(10, 2)
+
+        def forward(self, x):
+            x = nn.functional.max_pool2d(self.conv1(x), 2, 2)
+            x = nn.functional.max_pool2d(self.conv2(x), 2, 2)
+            x = nn.functional.relu(self.ip1(x.flatten(1)))
+            return self.feat(self.ip2(x))
+
+    tower = Tower()
+    optimizer = torch.optim.SGD(tower.parameters(), lr=0.01, momentum=0.9)
+    tensors = [(torch.from_numpy(data), torch.from_numpy(labels)) for data, labels in batches]
+    margin = 1.0
+    state = {"k": 0}
+
+    def step():
+        data, similar = tensors[state["k"] % len(tensors)]
+        state["k"] += 1
+        optimizer.zero_grad(set_to_none=False)
+        a, b = tower(data[:, :1]), tower(data[:, 1:])
+        dist_sq = ((a - b) ** 2).sum(dim=1)
+        far = torch.clamp(margin - torch.sqrt(dist_sq), min=0.0)
+        loss = (similar * dist_sq + (1 - similar) * far * far).sum() / (2 * len(similar))
+        loss.backward()
+        optimizer.step()
+
+    return step, torch.__version__
+
+
+def read_batches(db, count, batch=64):
+    """`count` batches of the train DB, decoded and scaled as the Data layer does."""
+    import numpy as np
+    from siamese_cli.io.db import open_reader
+    from siamese_cli.layers.data import decode_batch
+
+    out = []
+    with open_reader(db) as reader:
+        shape = None
+        for _ in range(count):
+            records = reader.take(batch)
+            if shape is None:
+                from siamese_cli.proto import caffe_pb2
+
+                datum = caffe_pb2.Datum.FromString(records[0][1])
+                shape = (datum.channels, datum.height, datum.width)
+            data, labels = decode_batch(records, shape, db)
+            out.append((data.astype(np.float32) * np.float32(0.00390625), labels))
+    return out
+
+
+# ---- the benchmark -------------------------------------------------------------------------
+def time_per_iteration(step, iterations, settle=0.3):
+    """Mean milliseconds per iteration, after `settle` seconds idle.
+
+    Both OpenBLAS's and PyTorch's OpenMP worker threads spin for a while after their last
+    call; the pause keeps one library's spinning threads out of the other's timing.
+    """
+    time.sleep(settle)
+    start = time.perf_counter()
+    step(iterations)
+    return (time.perf_counter() - start) / iterations * 1e3
+
+
+def run(args):
+    import numpy as np
+    from siamese_cli.tools.timing import time_layers
+
+    iterations = args.iterations or (3 if args.quick else 50)
+    rounds = args.rounds or (2 if args.quick else 5)
+    results = {}
+    blas, kernel, blas_threads = blas_info()
+    threads = blas_threads or args.threads or os.cpu_count()
+    results["machine"] = f"{cpu_model()}, {os.cpu_count()} logical CPUs"
+    results["python"] = platform.python_version()
+    results["numpy"] = np.__version__
+    results["blas"] = f"{blas}, kernel {kernel}, {blas_threads or '?'} threads"
+    results["OPENBLAS_CORETYPE"] = os.environ.get("OPENBLAS_CORETYPE", "(unset)")
+    peak = matmul_peak(512 if args.quick else 2048)
+    results["matmul_peak_gflops"] = peak
+
+    with tempfile.TemporaryDirectory(prefix="siamese-bench-") as scratch:
+        workdir = Path(args.workdir or scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        train_db, test_db, records, seconds = build_dbs(workdir, args.quick)
+        results["create_db_pairs"] = records
+        results["create_db_s"] = seconds
+
+        solver = make_solver(solver_param(train_db, test_db))
+        try:
+            net = solver.net
+            forward, backward = matmul_flops(net)
+            results["gflop_per_iteration"] = (forward + backward) / 1e9
+            solver.step(max(2, iterations // 5))  # warm-up: buffers, prefetch queue, BLAS threads
+
+            torch_step, torch_version = (None, None)
+            if not args.no_torch:
+                torch_step, torch_version = torch_trainer(read_batches(train_db, 20), threads)
+            if torch_step is not None:
+                for _ in range(max(2, iterations // 5)):
+                    torch_step()
+
+            ours, theirs = [], []
+            for _ in range(rounds):
+                ours.append(time_per_iteration(solver.step, iterations))
+                if torch_step is not None:
+                    theirs.append(time_per_iteration(lambda n: [torch_step() for _ in range(n)], iterations))
+            ms = statistics.median(ours)
+            results["iteration_ms"] = ms
+            results["iteration_ms_rounds"] = ours
+            results["gflops"] = results["gflop_per_iteration"] / ms * 1e3
+            results["fraction_of_peak"] = results["gflops"] / peak
+            if theirs:
+                results["torch"] = torch_version
+                results["torch_threads"] = threads
+                results["torch_iteration_ms"] = statistics.median(theirs)
+                results["torch_iteration_ms_rounds"] = theirs
+                results["ratio_toolkit_torch"] = ms / results["torch_iteration_ms"]
+                results["ratio_rounds"] = [a / b for a, b in zip(ours, theirs)]
+
+            names, fwd, bwd, _ = time_layers(net, iterations)
+            results["layers"] = [{"name": n, "forward_ms": f, "backward_ms": b} for n, f, b in zip(names, fwd, bwd)]
+        finally:
+            solver.close()
+        results["peak_memory_bytes"] = peak_training_memory(train_db, test_db, 5 if args.quick else 300)
+    return results
+
+
+def report(results, out=sys.stdout):
+    def line(name, value):
+        out.write(f"{name}: {value}\n")
+
+    line("machine", results["machine"])
+    line("python", results["python"])
+    line("numpy", results["numpy"])
+    line("blas", results["blas"])
+    line("OPENBLAS_CORETYPE", results["OPENBLAS_CORETYPE"])
+    line("matmul peak", f"{results['matmul_peak_gflops']:.1f} GFLOP/s (float32)")
+    line("create-db", f"{results['create_db_pairs']} pairs in {results['create_db_s']:.2f} s")
+    line("work per iteration", f"{results['gflop_per_iteration']:.3f} GFLOP (Convolution and InnerProduct)")
+    line("toolkit iteration", f"{results['iteration_ms']:.2f} ms "
+                              f"(rounds: {', '.join(f'{v:.2f}' for v in results['iteration_ms_rounds'])})")
+    line("toolkit throughput", f"{results['gflops']:.1f} GFLOP/s, {results['fraction_of_peak']:.1%} of matmul peak")
+    if "torch_iteration_ms" in results:
+        line("torch", f"{results['torch']}, {results['torch_threads']} threads")
+        line("torch iteration", f"{results['torch_iteration_ms']:.2f} ms "
+                                f"(rounds: {', '.join(f'{v:.2f}' for v in results['torch_iteration_ms_rounds'])})")
+        line("ratio toolkit/torch", f"{results['ratio_toolkit_torch']:.2f}")
+    else:
+        line("torch", "not measured (PyTorch not installed or --no-torch)")
+    line("peak memory (training run)", f"{results['peak_memory_bytes'] / MiB:.0f} MiB")
+    out.write("per-layer ms (forward, backward):\n")
+    for layer in results["layers"]:
+        out.write(f"  {layer['name']:>12} {layer['forward_ms']:8.3f} {layer['backward_ms']:8.3f}\n")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    if args.threads:
+        _restart_with_threads(args.threads, argv)
+    sys.path.insert(0, str(ROOT))
+    if args.memory_child:
+        train_db, test_db, iterations = args.memory_child
+        memory_child(train_db, test_db, int(iterations))
+        return None
+    results = run(args)
+    report(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
