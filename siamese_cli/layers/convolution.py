@@ -70,6 +70,13 @@ def conv_out_size(size, kernel, stride, pad, dilation):
     return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
 
 
+def _view(array, shape):
+    """`array` reshaped without a copy (an error rather than silently writing into a copy)."""
+    view = array.view()
+    view.shape = shape
+    return view
+
+
 class _Plan:
     """Buffers and views for one input shape, reused while the shape stays the same."""
 
@@ -143,6 +150,11 @@ class _Plan:
     def to_positions(self, array):
         """(N, O, oh, ow) -> the (O, positions...) axis order of the columns, as a view."""
         return array.transpose(1, 2, 3, 0) if self.batch_last else array.transpose(1, 0, 2, 3)
+
+    def per_sample(self, columns, m):
+        """(rows, N * oh * ow) columns of the batch-second layout as an (N, rows, oh * ow) view."""
+        oh, ow = self.out_hw
+        return columns.reshape(self.rows, m, oh * ow).transpose(1, 0, 2)
 
     def from_positions(self, array, m):
         """(O, positions) -> (N, O, oh, ow) view."""
@@ -244,29 +256,30 @@ class Convolution(Layer):
         g, o = self.group, self.num_output
         weights = self.blobs[0].data.reshape(o, -1)
         og, rg = o // g, plan.rows // g
+        oh, ow = plan.out_hw
         for index, (b, t) in enumerate(zip(bottom, top)):
             for start, stop in self._chunks(plan):
                 columns = self._im2col(plan, b.data, start, stop, index)
                 m = stop - start
-                # Bias first, while the product is contiguous; a strided add costs several times more.
                 if plan.batch_last:
                     # (positions, O) is the faster orientation for OpenBLAS here, and the cheaper transpose.
+                    # Bias first, while the product is contiguous; a strided add costs several times more.
                     product = plan.buffer("product", (columns.shape[1], o))
                     for k in range(g):
                         np.matmul(columns[k * rg:(k + 1) * rg].T, weights[k * og:(k + 1) * og].T,
                                   out=product[:, k * og:(k + 1) * og])
                     if self.bias_term:
                         np.add(product, self.blobs[1].data, out=product)
-                    oh, ow = plan.out_hw
                     np.copyto(t.data[start:stop], product.reshape(oh, ow, m, o).transpose(2, 3, 0, 1))
                     continue
-                product = plan.buffer("product", (o, columns.shape[1]))
+                # One matmul per sample, written straight into the (N, O, oh * ow) top: no transpose.
+                out = _view(t.data[start:stop], (m, o, oh * ow))
+                per_sample = plan.per_sample(columns, m)
                 for k in range(g):
-                    np.matmul(weights[k * og:(k + 1) * og], columns[k * rg:(k + 1) * rg],
-                              out=product[k * og:(k + 1) * og])
+                    np.matmul(weights[k * og:(k + 1) * og], per_sample[:, k * rg:(k + 1) * rg],
+                              out=out[:, k * og:(k + 1) * og])
                 if self.bias_term:
-                    np.add(product, self.blobs[1].data[:, None], out=product)
-                np.copyto(t.data[start:stop], plan.from_positions(product, m))
+                    np.add(out, self.blobs[1].data[:, None], out=out)
 
     def backward(self, top, propagate_down, bottom):
         plan = self._plan
@@ -275,37 +288,60 @@ class Convolution(Layer):
         weights = self.blobs[0].data.reshape(o, -1)
         weight_diff = self.blobs[0].diff.reshape(o, -1)
         (kh, kw), (ph, pw) = self.kernel, self.pad
+        oh, ow = plan.out_hw
         for index, (t, b) in enumerate(zip(top, bottom)):
             down = propagate_down[index] if index < len(propagate_down) else False
             for start, stop in self._chunks(plan):
                 m = stop - start
-                grad = plan.buffer("top_grad", (o, m * plan.out_hw[0] * plan.out_hw[1]))
-                np.copyto(plan.from_positions(grad, m), t.diff[start:stop])
-                if self.bias_term:
-                    self.blobs[1].diff += grad @ plan.ones(grad.shape[1])
                 if plan.cache_columns:
-                    columns = plan.buffer(("columns", index), (plan.rows, grad.shape[1]))
+                    columns = plan.buffer(("columns", index), (plan.rows, m * oh * ow))
                 else:
                     columns = self._im2col(plan, b.data, start, stop, index)
-                for k in range(g):
-                    # (columns @ grad.T).T is faster than grad @ columns.T for these thin shapes.
-                    weight_diff[k * og:(k + 1) * og] += (columns[k * rg:(k + 1) * rg] @ grad[k * og:(k + 1) * og].T).T
+                if plan.batch_last:
+                    grad = plan.buffer("top_grad", (o, m * oh * ow))
+                    np.copyto(plan.from_positions(grad, m), t.diff[start:stop])
+                    if self.bias_term:
+                        self.blobs[1].diff += grad @ plan.ones(grad.shape[1])
+                    for k in range(g):
+                        # (columns @ grad.T).T is faster than grad @ columns.T for these thin shapes.
+                        weight_diff[k * og:(k + 1) * og] += (columns[k * rg:(k + 1) * rg]
+                                                             @ grad[k * og:(k + 1) * og].T).T
+                else:
+                    # Per-sample products summed over the batch: short, contiguous inner dimensions
+                    # multiply several times faster than one product over all positions, and the
+                    # top gradient is read where it lies.
+                    grad = _view(t.diff[start:stop], (m, o, oh * ow))
+                    if self.bias_term:
+                        self.blobs[1].diff += (grad @ plan.ones(oh * ow)).sum(axis=0)
+                    per_sample = plan.per_sample(columns, m)
+                    parts = plan.buffer("weight_grad_parts", (m, rg, og))
+                    for k in range(g):
+                        np.matmul(per_sample[:, k * rg:(k + 1) * rg], grad[:, k * og:(k + 1) * og].transpose(0, 2, 1),
+                                  out=parts)
+                        weight_diff[k * og:(k + 1) * og] += parts.sum(axis=0).T
                 if not down:
                     continue
                 padded = plan.buffer("padded_grad", plan.padded_shape(m))
                 padded.fill(0)
                 if plan.flat_scatter:
                     self._scatter_flat(plan, weights, grad, padded, m)
-                else:
-                    col_grad = plan.buffer("column_grad", (plan.rows, grad.shape[1]))
+                    np.copyto(b.diff[start:stop], plan.interior(padded, (ph, pw)))
+                    continue
+                col_grad = plan.buffer("column_grad", (plan.rows, m * oh * ow))
+                if plan.batch_last:
                     for k in range(g):
                         np.matmul(weights[k * og:(k + 1) * og].T, grad[k * og:(k + 1) * og],
                                   out=col_grad[k * rg:(k + 1) * rg])
-                    col_grad = col_grad.reshape(plan.windows(padded, self).shape)
-                    for i in range(kh):
-                        for j in range(kw):
-                            window = plan.window(padded, self, i, j)
-                            window += col_grad[:, i, j]
+                else:
+                    col_per_sample = plan.per_sample(col_grad, m)
+                    for k in range(g):
+                        np.matmul(weights[k * og:(k + 1) * og].T, grad[:, k * og:(k + 1) * og],
+                                  out=col_per_sample[:, k * rg:(k + 1) * rg])
+                col_grad = col_grad.reshape(plan.windows(padded, self).shape)
+                for i in range(kh):
+                    for j in range(kw):
+                        window = plan.window(padded, self, i, j)
+                        window += col_grad[:, i, j]
                 np.copyto(b.diff[start:stop], plan.interior(padded, (ph, pw)))
 
     def _scatter_flat(self, plan, weights, grad, padded, m):
