@@ -371,7 +371,9 @@ def report(results, out=sys.stdout):
         line("torch", f"{results['torch']}, {results['torch_threads']} threads")
         line("torch iteration", f"{results['torch_iteration_ms']:.2f} ms "
                                 f"(rounds: {', '.join(f'{v:.2f}' for v in results['torch_iteration_ms_rounds'])})")
-        line("ratio toolkit/torch", f"{results['ratio_toolkit_torch']:.2f}")
+        rounds = results["ratio_rounds"]
+        line("ratio toolkit/torch", f"{results['ratio_toolkit_torch']:.2f} (per round: median "
+                                    f"{statistics.median(rounds):.2f}, range {min(rounds):.2f}-{max(rounds):.2f})")
     else:
         line("torch", "not measured (PyTorch not installed or --no-torch)")
     line("peak memory (training run)", f"{results['peak_memory_bytes'] / MiB:.0f} MiB")
