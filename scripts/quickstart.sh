@@ -17,4 +17,7 @@ $siamese train --solver examples/siamese/mnist_siamese_solver.prototxt --max-ite
 $siamese plot-features --weights "examples/siamese/mnist_siamese_iter_${iters}.caffemodel" \
   --out examples/siamese/features.png
 $siamese plot-log examples/siamese/train_log.csv --out examples/siamese/loss.png
-echo "pictures: examples/siamese/features.png examples/siamese/loss.png"
+if command -v dot >/dev/null 2>&1; then
+  $siamese draw-net examples/siamese/mnist_siamese_train_test.prototxt examples/siamese/net.png --phase TRAIN
+fi
+echo "pictures: examples/siamese/features.png examples/siamese/loss.png examples/siamese/net.png"
