@@ -15,10 +15,9 @@ class Accuracy(Layer):
     no_gradient_bottoms = (0, 1)
     num_bottom = 2
     min_top = 1
+    max_top = 2
 
     def setup(self, bottom, top):
-        if len(top) > 2:
-            raise self.error(f"takes at most 2 top blobs (accuracy, per-class accuracy), got {len(top)}")
         p = self.param.accuracy_param
         self.top_k = int(p.top_k)
         self.ignore_label = p.ignore_label if p.HasField("ignore_label") else None

@@ -12,7 +12,7 @@ class Layer:
 
     Subclasses set the class attributes that describe them:
     - `num_bottom`/`num_top`: exact counts (None: any), or
-      `min_bottom`/`min_top`: lower bounds.
+      `min_bottom`/`min_top` and `max_bottom`/`max_top`: bounds.
     - `is_loss`: the first top defaults to loss_weight 1.
     - `no_gradient_bottoms`: indices of bottoms that take no gradient (labels).
     """
@@ -22,6 +22,8 @@ class Layer:
     num_top = None
     min_bottom = 0
     min_top = 0
+    max_bottom = None
+    max_top = None
     is_loss = False
     no_gradient_bottoms = ()
 
@@ -40,14 +42,17 @@ class Layer:
         return self.param.name
 
     def check_counts(self, bottom, top):
-        for what, blobs, exact, least in (
-            ("bottom", bottom, self.num_bottom, self.min_bottom),
-            ("top", top, self.num_top, self.min_top),
+        for what, blobs, exact, least, most in (
+            ("bottom", bottom, self.num_bottom, self.min_bottom, self.max_bottom),
+            ("top", top, self.num_top, self.min_top, self.max_top),
         ):
             if exact is not None and len(blobs) != exact:
                 raise self.error(f"takes {exact} {what} blob(s), got {len(blobs)}")
             if len(blobs) < least:
                 raise self.error(f"takes at least {least} {what} blob(s), got {len(blobs)}")
+            if most is not None and len(blobs) > most:
+                joiner = "or" if most == least + 1 else "to"
+                raise self.error(f"takes {least} {joiner} {most} {what}s, got {len(blobs)}")
 
     def error(self, message):
         return SiameseError(f'layer "{self.name}" ({self.type}): {message}')

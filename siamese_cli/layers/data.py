@@ -167,10 +167,9 @@ class Data(Layer):
     type = "Data"
     num_bottom = 0
     min_top = 1
+    max_top = 2
 
     def setup(self, bottom, top):
-        if len(top) > 2:
-            raise self.error(f"takes 1 or 2 top blobs (data, label), got {len(top)}")
         data_param = self.param.data_param
         if not data_param.source:
             raise self.error("data_param.source is not set; give the database folder")

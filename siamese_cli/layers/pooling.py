@@ -26,11 +26,10 @@ class Pooling(Layer):
     type = "Pooling"
     num_bottom = 1
     min_top = 1
+    max_top = 2
 
     def setup(self, bottom, top):
         p = self.param.pooling_param
-        if len(top) > 2:
-            raise self.error(f"takes 1 or 2 tops, got {len(top)}")
         self.method = p.pool
         if self.method == _STOCHASTIC:
             raise self.error("STOCHASTIC pooling is not supported; use MAX or AVE")

@@ -18,11 +18,10 @@ class SoftmaxWithLoss(Layer):
     no_gradient_bottoms = (1,)
     num_bottom = 2
     min_top = 1
+    max_top = 2
     is_loss = True
 
     def setup(self, bottom, top):
-        if len(top) > 2:
-            raise self.error(f"takes at most 2 top blobs (loss, probabilities), got {len(top)}")
         p = self.param.loss_param
         self.ignore_label = p.ignore_label if p.HasField("ignore_label") else None
         if p.HasField("normalize") and not p.HasField("normalization"):
