@@ -27,3 +27,14 @@ def sequential_sum(values):
     if values.size == 0:
         return np.float32(0)
     return np.cumsum(values, dtype=np.float32)[-1]
+
+
+def prediction_layout(layer, shape, axis, label_count, axis_name):
+    """(outer, inner) counts around the class axis; one label per prediction is required."""
+    outer, inner = count(shape, 0, axis), count(shape, axis + 1)
+    if outer * inner != label_count:
+        raise layer.error(
+            f"label count {label_count} must equal the number of predictions {outer * inner} "
+            f"(prediction shape {list(shape)}, {axis_name} axis {axis})"
+        )
+    return outer, inner

@@ -5,7 +5,7 @@ class index first. With every label ignored the accuracy is 0/0 (NaN), as in Caf
 """
 import numpy as np
 
-from ._common import canonical_axis, count
+from ._common import canonical_axis, prediction_layout
 from .base import Layer
 from .softmax import as_outer_channel_inner
 
@@ -27,13 +27,7 @@ class Accuracy(Layer):
         if bottom[1].count == 0 or self.top_k > bottom[0].count // bottom[1].count:
             raise self.error(f"top_k {self.top_k} exceeds the number of classes")
         self.axis = canonical_axis(self, self.param.accuracy_param.axis, len(shape))
-        self.outer = count(shape, 0, self.axis)
-        self.inner = count(shape, self.axis + 1)
-        if self.outer * self.inner != bottom[1].count:
-            raise self.error(
-                f"label count {bottom[1].count} must equal the number of predictions {self.outer * self.inner} "
-                f"(prediction shape {list(shape)}, label axis {self.axis})"
-            )
+        self.outer, self.inner = prediction_layout(self, shape, self.axis, bottom[1].count, "label")
         top[0].reshape(())
         if len(top) > 1:
             top[1].reshape((shape[self.axis],))

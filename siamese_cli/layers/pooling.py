@@ -227,7 +227,7 @@ class Pooling(Layer):
 
     def _write_mask(self, mask, size):
         """The argmax as Caffe's flat input index h * W + w (in float)."""
-        (sh, sw), (ph, pw), (kh, kw) = self.stride, self.pad, self.window
+        (sh, sw), (ph, pw), (_, kw) = self.stride, self.pad, self.window
         _, _, oh, ow = self.top_shape
         rows = (np.arange(oh) * sh - ph)[:, None] + self.argmax // kw
         cols = (np.arange(ow) * sw - pw)[None, :] + self.argmax % kw

@@ -5,7 +5,7 @@ An optional second top receives the probabilities. Labels get no gradient.
 import numpy as np
 
 from ..proto import caffe_pb2
-from ._common import count, sequential_sum
+from ._common import prediction_layout, sequential_sum
 from .base import Layer
 from .softmax import as_outer_channel_inner, softmax, softmax_axis
 
@@ -32,13 +32,7 @@ class SoftmaxWithLoss(Layer):
     def reshape(self, bottom, top):
         shape = bottom[0].shape
         self.axis = softmax_axis(self, shape)
-        self.outer = count(shape, 0, self.axis)
-        self.inner = count(shape, self.axis + 1)
-        if self.outer * self.inner != bottom[1].count:
-            raise self.error(
-                f"label count {bottom[1].count} must equal the number of predictions {self.outer * self.inner} "
-                f"(prediction shape {list(shape)}, softmax axis {self.axis})"
-            )
+        self.outer, self.inner = prediction_layout(self, shape, self.axis, bottom[1].count, "softmax")
         top[0].reshape(())
         if len(top) > 1:
             top[1].reshape(shape)
