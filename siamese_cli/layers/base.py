@@ -70,3 +70,13 @@ class Layer:
     def backward(self, top, propagate_down, bottom):
         """Write bottom diffs (where propagate_down[i]) and ADD param gradients into blob.diff."""
         raise NotImplementedError
+
+
+class NeuronLayer(Layer):
+    """One bottom, one top of the same shape, element by element (ReLU, Sigmoid, ...); may run in place."""
+
+    num_bottom = 1
+    num_top = 1
+
+    def reshape(self, bottom, top):
+        top[0].reshape(bottom[0].shape)

@@ -3,13 +3,11 @@ by 1 / (1 - ratio); in TEST, the identity. The layer reads `self.phase`, so the 
 build it with the phase of the net it belongs to."""
 import numpy as np
 
-from .base import Layer
+from .base import NeuronLayer
 
 
-class Dropout(Layer):
+class Dropout(NeuronLayer):
     type = "Dropout"
-    num_bottom = 1
-    num_top = 1
 
     def setup(self, bottom, top):
         ratio = np.float32(self.param.dropout_param.dropout_ratio)
@@ -18,9 +16,6 @@ class Dropout(Layer):
         self.ratio = ratio
         self.scale = np.float32(1.0 / (1.0 - float(ratio)))
         self.mask = None
-
-    def reshape(self, bottom, top):
-        top[0].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
         x = bottom[0].data

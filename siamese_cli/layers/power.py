@@ -1,13 +1,11 @@
 """Power: (shift + scale * x) ^ power, with Caffe's special cases for the constant and linear forms."""
 import numpy as np
 
-from .base import Layer
+from .base import NeuronLayer
 
 
-class Power(Layer):
+class Power(NeuronLayer):
     type = "Power"
-    num_bottom = 1
-    num_top = 1
 
     def setup(self, bottom, top):
         p = self.param.power_param
@@ -16,9 +14,6 @@ class Power(Layer):
         self.shift = np.float32(p.shift)
         self.diff_scale = self.power * self.scale
         self._input = None
-
-    def reshape(self, bottom, top):
-        top[0].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
         x = bottom[0].data

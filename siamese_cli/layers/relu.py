@@ -1,19 +1,14 @@
 """ReLU: max(x, 0) + negative_slope * min(x, 0); may run in place (top is bottom)."""
 import numpy as np
 
-from .base import Layer
+from .base import NeuronLayer
 
 
-class ReLU(Layer):
+class ReLU(NeuronLayer):
     type = "ReLU"
-    num_bottom = 1
-    num_top = 1
 
     def setup(self, bottom, top):
         self.negative_slope = np.float32(self.param.relu_param.negative_slope)
-
-    def reshape(self, bottom, top):
-        top[0].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
         x = bottom[0].data

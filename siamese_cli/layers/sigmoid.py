@@ -1,16 +1,11 @@
 """Sigmoid: 1 / (1 + exp(-x)); backward uses the output, so it may run in place."""
 import numpy as np
 
-from .base import Layer
+from .base import NeuronLayer
 
 
-class Sigmoid(Layer):
+class Sigmoid(NeuronLayer):
     type = "Sigmoid"
-    num_bottom = 1
-    num_top = 1
-
-    def reshape(self, bottom, top):
-        top[0].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
         one = np.float32(1)

@@ -1,16 +1,11 @@
 """TanH: tanh(x); backward uses the output, so it may run in place."""
 import numpy as np
 
-from .base import Layer
+from .base import NeuronLayer
 
 
-class TanH(Layer):
+class TanH(NeuronLayer):
     type = "TanH"
-    num_bottom = 1
-    num_top = 1
-
-    def reshape(self, bottom, top):
-        top[0].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
         np.tanh(bottom[0].data, out=top[0].data)
