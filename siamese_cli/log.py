@@ -32,3 +32,9 @@ class CaffeLog:
 def fmt(value):
     """A number as C++'s ostream prints it by default (6 significant digits, %g style)."""
     return f"{float(value):.6g}"
+
+
+def output_line(name, value, weight):
+    """`name = v`, with Caffe's ` (* w = w*v loss)` for weighted outputs."""
+    suffix = f" (* {fmt(weight)} = {fmt(weight * value)} loss)" if weight else ""
+    return f"{name} = {fmt(value)}{suffix}"

@@ -334,6 +334,21 @@ class Net:
         return [(name, self.blobs[name].data.ravel(), weight_of.get(id(self.blobs[name]), 0.0))
                 for name in self.outputs]
 
+    def mean_outputs(self, iterations, after_batch=None):
+        """Run `iterations` forward passes: (total loss, {output name: float32 mean per element}).
+
+        The sums are float32, as Caffe's test loops keep them. `after_batch(i)` runs after each
+        pass; when it returns True the loop stops early (the means still divide by `iterations`).
+        """
+        sums, loss = {}, np.float32(0)
+        for i in range(iterations):
+            loss += np.float32(self.forward_loss())
+            for name, data, _ in self.output_values():
+                sums[name] = sums[name] + data if name in sums else data.astype(np.float32).copy()
+            if after_batch is not None and after_batch(i):
+                break
+        return loss, {name: total / np.float32(iterations) for name, total in sums.items()}
+
     def close(self):
         for layer in self.layers:
             close = getattr(layer, "close", None)

@@ -15,7 +15,7 @@ from ..errors import SiameseError
 from ..blob import array_to_proto
 from ..io.files import read_binary_proto, write_bytes_atomic
 from ..io.prototxt import read_net
-from ..log import CaffeLog, fmt
+from ..log import CaffeLog, fmt, output_line
 from ..net import Net
 from ..progress import Progress
 from ..proto import caffe_pb2
@@ -202,8 +202,7 @@ class Solver:
         for name, data, weight in net.output_values():
             data = values[name] if values is not None else data
             for value in np.ravel(data):
-                suffix = f" (* {fmt(weight)} = {fmt(weight * value)} loss)" if weight else ""
-                self.log(f"    {kind} net output #{index}: {name} = {fmt(value)}{suffix}")
+                self.log(f"    {kind} net output #{index}: {output_line(name, value, weight)}")
                 index += 1
 
     def test_all(self):
@@ -215,18 +214,9 @@ class Solver:
         net = self.test_nets[k]
         iterations = self.param.test_iter[k]
         self.log(f"Iteration {self.iter}, Testing net (#{k})")
-        sums, loss = {}, f32(0)
-        for _ in range(iterations):
-            iter_loss = net.forward_loss()
-            if self.param.test_compute_loss:
-                loss += f32(iter_loss)
-            for name, data, _ in net.output_values():
-                sums[name] = sums[name] + data if name in sums else data.astype(np.float32).copy()
-            if self.requested == "stop":
-                break
+        loss, means = net.mean_outputs(iterations, after_batch=lambda i: self.requested == "stop")
         if self.param.test_compute_loss:
             self.log(f"Test loss: {fmt(loss / iterations)}")
-        means = {name: total / f32(iterations) for name, total in sums.items()}
         self._log_outputs("Test", net, means)
         if self.train_log:
             for name, mean in means.items():

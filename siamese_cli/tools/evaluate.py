@@ -3,7 +3,7 @@ import sys
 
 import numpy as np
 
-from ..log import CaffeLog, fmt
+from ..log import CaffeLog, fmt, output_line
 from ..net import Net
 
 
@@ -14,21 +14,17 @@ def test_net(model, weights, iterations=50, phase="TEST", log=None, out=None):
     net = Net(model, weights=weights, phase=phase)
     try:
         log(f"Running for {iterations} iterations.")
-        sums, loss = {}, 0.0
-        for i in range(iterations):
-            loss += net.forward_loss()
+
+        def log_batch(i):
             for name, data, _ in net.output_values():
-                sums[name] = sums[name] + data if name in sums else data.astype(np.float32).copy()
                 for value in data:
                     log(f"Batch {i}, {name} = {fmt(value)}")
+
+        loss, means = net.mean_outputs(iterations, after_batch=log_batch)
         log(f"Loss: {fmt(loss / iterations)}")
-        weights_of = {name: w for name, _, w in net.output_values()}
-        means = {name: total / np.float32(iterations) for name, total in sums.items()}
-        for name, mean in means.items():
-            weight = weights_of[name]
-            for value in np.ravel(mean):
-                suffix = f" (* {fmt(weight)} = {fmt(weight * value)} loss)" if weight else ""
-                out.write(f"{name} = {fmt(value)}{suffix}\n")
+        for name, _, weight in net.output_values():
+            for value in np.ravel(means[name]):
+                out.write(output_line(name, value, weight) + "\n")
         return means
     finally:
         net.close()
