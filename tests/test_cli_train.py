@@ -70,11 +70,18 @@ def test_weights_fine_tune_starts_from_given_weights(tmp_path):
     assert np.allclose(saved.layer[1].blobs[0].data, 0.5)
 
 
-def test_sigterm_snapshots_and_stops(tmp_path):
+def test_sighup_snapshots_and_sigterm_snapshots_and_stops(tmp_path):
     solver = write_files(tmp_path, max_iter=10_000_000, extra="test_interval: 0\nsnapshot_after_train: false\n")
     process = subprocess.Popen([sys.executable, "-m", "siamese_cli", "train", "--solver", str(solver)],
                                stderr=subprocess.PIPE, text=True, cwd=ROOT)
     for line in process.stderr:
+        if "lr = " in line:
+            break
+    process.send_signal(signal.SIGHUP)  # snapshot and go on
+    for line in process.stderr:
+        if "Snapshotting solver state" in line:
+            break
+    for line in process.stderr:  # training goes on after the SIGHUP snapshot
         if "lr = " in line:
             break
     process.send_signal(signal.SIGTERM)
@@ -82,9 +89,9 @@ def test_sigterm_snapshots_and_stops(tmp_path):
     assert process.wait(timeout=60) == 0
     assert "Optimization stopped early." in rest
     snapshots = sorted(tmp_path.glob("tiny_iter_*.solverstate"))
-    assert len(snapshots) == 1
+    assert len(snapshots) == 2  # one for SIGHUP, one for SIGTERM
     state = caffe_pb2.SolverState()
-    state.ParseFromString(snapshots[0].read_bytes())
+    state.ParseFromString(max(snapshots, key=lambda p: int(p.stem.split("_")[-1])).read_bytes())
     assert 0 < state.iter < 10_000_000 and state.learned_net.endswith(f"tiny_iter_{state.iter}.caffemodel")
 
 

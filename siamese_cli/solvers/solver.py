@@ -327,16 +327,16 @@ class Solver:
 
     # ---- signals ------------------------------------------------------------------
     def _install_signal_handlers(self):
+        """Caffe's defaults: SIGINT (and here SIGTERM) snapshot and stop; SIGHUP snapshots and goes on."""
         if threading.current_thread() is not threading.main_thread():
             return None
+        actions = {signal.SIGINT: "stop", signal.SIGTERM: "stop", signal.SIGHUP: "snapshot"}
 
         def on_signal(signum, frame):
-            self.requested = "stop"
+            if self.requested != "stop":
+                self.requested = actions[signum]
 
-        previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, on_signal)
-        return previous
+        return {sig: signal.signal(sig, on_signal) for sig in actions}
 
     def close(self):
         self.net.close()
