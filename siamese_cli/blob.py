@@ -32,10 +32,6 @@ class Blob:
             self.data = np.zeros(shape, np.float32)
             self.diff = np.zeros(shape, np.float32)
 
-    def share_data(self, other):
-        """Make this blob view the same data array as `other` (for in-place reshapes)."""
-        self.data = other.data
-
     def __repr__(self):
         return f"Blob{self.shape}"
 

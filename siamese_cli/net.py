@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .blob import Blob
+from .blob import Blob, blob_proto_shape
 from .errors import SiameseError
 from .io.files import read_binary_proto, write_bytes_atomic
 from .io.prototxt import read_net
@@ -380,8 +380,6 @@ class Net:
         self.copy_from_proto(proto, source=str(path))
 
     def copy_from_proto(self, proto, source="weights"):
-        from .blob import blob_proto_shape
-
         copied = 0
         for lp in proto.layer:
             layer = self.layer_dict.get(lp.name)
