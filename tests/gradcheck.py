@@ -25,11 +25,15 @@ def _objective(layer, bottom, top, weights):
 
 
 def check_gradients(layer, bottom, top=None, check_bottom=None, step=1e-2, rtol=2e-2, atol=1e-3, seed=0,
-                    setup=True):
+                    setup=True, norm_rtol=3e-3):
     """Assert analytic gradients of `layer` match central differences.
 
     Checks every learnable blob of the layer and the bottoms listed in `check_bottom`
-    (default: all). Returns the largest absolute error seen.
+    (default: all). Two criteria, both needed: per element, |analytic - numeric| <=
+    atol + rtol * max(|analytic|, |numeric|) catches a single wrong entry; per blob,
+    ||analytic - numeric|| <= norm_rtol * ||numeric|| (plus float32 noise) catches a gradient
+    that is wrong everywhere by as little as 1%, at any magnitude. Returns the largest
+    absolute error seen.
     """
     rng = np.random.default_rng(seed)
     if top is None:
@@ -52,6 +56,7 @@ def check_gradients(layer, bottom, top=None, check_bottom=None, step=1e-2, rtol=
         blob.diff[...] = 0
     for w, t in zip(weights, top):
         t.diff[...] = w
+    magnitude = sum(float(np.abs(w).ravel() @ np.abs(t.data).ravel()) for w, t in zip(weights, top))
     propagate = [i in check_bottom for i in range(len(bottom))]
     layer.backward(top, propagate, bottom)
     analytic = [b.diff.copy() for b in layer.blobs] + [bottom[i].diff.copy() for i in check_bottom]
@@ -60,6 +65,7 @@ def check_gradients(layer, bottom, top=None, check_bottom=None, step=1e-2, rtol=
     worst = 0.0
     for blob, grad in zip(targets, analytic):
         flat = blob.data.reshape(-1)
+        numerics = np.zeros(flat.size)
         for index in range(flat.size):
             original = flat[index]
             flat[index] = original + step
@@ -68,11 +74,19 @@ def check_gradients(layer, bottom, top=None, check_bottom=None, step=1e-2, rtol=
             minus = _objective(layer, bottom, top, weights)
             flat[index] = original
             numeric = (plus - minus) / (2 * step)
+            numerics[index] = numeric
             got = float(grad.reshape(-1)[index])
             error = abs(got - numeric)
-            scale = max(abs(got), abs(numeric), 1.0)
+            scale = max(abs(got), abs(numeric))
             assert error <= atol + rtol * scale, (
                 f"{layer.type} gradient mismatch at {blob.shape}[{index}]: analytic {got}, numeric {numeric}"
             )
             worst = max(worst, error)
+        difference = np.linalg.norm(grad.reshape(-1).astype(np.float64) - numerics)
+        reference = np.linalg.norm(numerics)
+        noise = 1e-6 * magnitude / step * np.sqrt(flat.size)  # float32 rounding of the objective, over 2 * step
+        assert difference <= norm_rtol * reference + noise, (
+            f"{layer.type} gradient of {blob.shape} off by {difference / max(reference, 1e-30):.2%} "
+            f"of its norm (allowed {norm_rtol:.1%})"
+        )
     return worst
