@@ -47,7 +47,7 @@ def _train(args):
 
 
 def _test(args):
-    from .tools.evaluate import test_net
+    from .tools.test_net import test_net
 
     test_net(args.model, args.weights, iterations=args.iterations, phase=args.phase)
 

@@ -113,3 +113,18 @@ def test_atomic_write_leaves_no_partial_file_and_normal_permissions(tmp_path):
             tmp.write_bytes(b"half")
             raise RuntimeError("interrupted")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+def test_write_failures_are_one_line_errors_naming_the_file(tmp_path):
+    from siamese_cli.errors import SiameseError
+    from siamese_cli.io.files import check_writable, write_bytes_atomic
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_bytes(b"")
+    for call in (lambda p: write_bytes_atomic(p, b"abc"), check_writable):
+        with pytest.raises(SiameseError, match=r"not_a_folder/w\.bin: cannot write: .*not_a_folder is a file, not a folder"):
+            call(blocker / "w.bin")
+    with pytest.raises(SiameseError, match=r"^/dev/full: cannot write: No space left on device; free some space$"):
+        write_bytes_atomic("/dev/full", b"abc")
+    check_writable(tmp_path / "new" / "folder" / "w.bin")
+    assert sorted(p.name for p in (tmp_path / "new" / "folder").iterdir()) == []
