@@ -52,7 +52,7 @@ def assign_proto(message, name, value):
     if field is None:
         raise AttributeError(f"{message.DESCRIPTOR.name} has no field {name!r}")
     is_message = field.type == FieldDescriptor.TYPE_MESSAGE
-    if field.label == FieldDescriptor.LABEL_REPEATED:
+    if field.is_repeated:
         values = list(value) if isinstance(value, (list, tuple)) else [value]
         target = getattr(message, name)
         for item in values:
@@ -75,6 +75,9 @@ class Top:
     def to_proto(self):
         """A NetParameter with every layer needed to compute this top."""
         return to_proto(self)
+
+    def _to_proto(self, layers, names, autonames):
+        self.fn._to_proto(layers, names, autonames)
 
 
 class Function:
@@ -161,7 +164,7 @@ class NetSpec:
         names = {top: name for name, top in self.tops.items()}
         autonames, layers = Counter(), OrderedDict()
         for top in self.tops.values():
-            top.fn._to_proto(layers, names, autonames)
+            top._to_proto(layers, names, autonames)  # a Top, or a layer of no tops (ntop=0)
         return caffe_pb2.NetParameter(layer=list(layers.values()))
 
 
@@ -169,7 +172,7 @@ def to_proto(*tops):
     """A NetParameter with every layer needed to compute `tops` (blob names made automatically)."""
     layers, autonames = OrderedDict(), Counter()
     for top in tops:
-        top.fn._to_proto(layers, {}, autonames)
+        top._to_proto(layers, {}, autonames)
     return caffe_pb2.NetParameter(layer=list(layers.values()))
 
 

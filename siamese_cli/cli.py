@@ -35,7 +35,10 @@ def _train(args):
 
     if args.weights and args.snapshot:
         raise SiameseError("train: give --weights or --snapshot, not both (--snapshot resumes, --weights fine-tunes)")
-    solver = load_solver(args.solver, max_iter=args.max_iter, log_path=args.log)
+    from .layers.python import module_dirs, solver_files
+
+    with module_dirs(*solver_files(args.solver)):  # Python layer modules next to the prototxt files
+        solver = load_solver(args.solver, max_iter=args.max_iter, log_path=args.log)
     if args.snapshot:
         solver.restore(args.snapshot)
     elif args.weights:
