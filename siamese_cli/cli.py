@@ -52,13 +52,19 @@ def _train(args):
 def _test(args):
     from .tools.test_net import test_net
 
-    test_net(args.model, args.weights, iterations=args.iterations, phase=args.phase)
+    from .layers.python import module_dirs
+
+    with module_dirs(args.model):
+        test_net(args.model, args.weights, iterations=args.iterations, phase=args.phase)
 
 
 def _time(args):
     from .tools.timing import time_net
 
-    time_net(args.model, weights=args.weights, iterations=args.iterations, phase=args.phase)
+    from .layers.python import module_dirs
+
+    with module_dirs(args.model):
+        time_net(args.model, weights=args.weights, iterations=args.iterations, phase=args.phase)
 
 
 def _plot_features(args):

@@ -153,3 +153,20 @@ def test_missing_module_is_one_clear_error(tmp_path, monkeypatch):
                                                        'module: "no_such_module" layer: "X"'))
     with pytest.raises(SiameseError, match='layer "student" \\(Python\\): no module "no_such_module"'):
         caffe.Net(str(tmp_path / "net.prototxt"), caffe.TRAIN)
+
+
+def test_siamese_time_finds_the_module_next_to_the_model(tmp_path, monkeypatch, capsys):
+    from siamese_cli.cli import main
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "pylayers_beside.py").write_text(MODULE)
+    (folder / "net.prototxt").write_text(NET.replace('"pylayers"', '"pylayers_beside"'))
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert main(["time", "--model", "models/net.prototxt", "--iterations", "1"]) == 0
+    finally:
+        sys.modules.pop("pylayers_beside", None)
+    assert str(folder) not in sys.path  # the folder was on the path only while the net was built and run
+    printed = capsys.readouterr()
+    assert "Average Forward-Backward" in printed.out + printed.err
