@@ -130,3 +130,26 @@ layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" }
         np.testing.assert_allclose(scores[k], prob.mean(0), rtol=1e-4, atol=1e-6)
     centre = classifier.predict(images, oversample=False)
     assert centre.shape == (2, 3) and not np.allclose(centre, scores)
+
+
+def test_detector_scores_windows_and_refuses_what_it_lacks(tmp_path):
+    from PIL import Image
+
+    model = tmp_path / "detect.prototxt"
+    model.write_text('input: "data"\ninput_shape { dim: 2 dim: 3 dim: 2 dim: 2 }\n'
+                     'layer { name: "mean" type: "Pooling" bottom: "data" top: "mean" '
+                     'pooling_param { pool: AVE global_pooling: true } }\n')
+    weights = tmp_path / "none.caffemodel"
+    caffe.Net(str(model), caffe.TEST).save(str(weights))
+    pixels = np.zeros((4, 6, 3), np.uint8)
+    pixels[:, 3:] = 255  # right half white
+    Image.fromarray(pixels).save(tmp_path / "im.png")
+    detector = caffe.Detector(str(model), str(weights), raw_scale=255)
+    found = detector.detect_windows([(str(tmp_path / "im.png"), [(0, 0, 4, 3), (0, 3, 4, 6), (0, 0, 4, 6)])])
+    assert [d["window"] for d in found] == [(0, 0, 4, 3), (0, 3, 4, 6), (0, 0, 4, 6)]
+    np.testing.assert_allclose([d["prediction"] for d in found],
+                               [[0, 0, 0], [255, 255, 255], [127.5, 127.5, 127.5]], atol=1e-3)
+    with pytest.raises(SiameseError, match="context_pad"):
+        caffe.Detector(str(model), str(weights), context_pad=16)
+    with pytest.raises(SiameseError, match="not supported"):
+        detector.detect_selective_search([str(tmp_path / "im.png")])

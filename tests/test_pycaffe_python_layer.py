@@ -170,3 +170,28 @@ def test_siamese_time_finds_the_module_next_to_the_model(tmp_path, monkeypatch, 
     assert str(folder) not in sys.path  # the folder was on the path only while the net was built and run
     printed = capsys.readouterr()
     assert "Average Forward-Backward" in printed.out + printed.err
+
+
+def test_solver_step_snapshot_restore_solve(module_dir, monkeypatch):
+    monkeypatch.chdir(module_dir)
+    (module_dir / "regression.prototxt").write_text(NET)
+    (module_dir / "solver.prototxt").write_text(
+        'net: "regression.prototxt"\ntype: "Adam"\nbase_lr: 0.05\nlr_policy: "fixed"\nmax_iter: 8\n'
+        'snapshot_prefix: "snap"\nrandom_seed: 2\nsolver_mode: CPU\n')
+    solver = caffe.get_solver("solver.prototxt")
+    assert type(solver._solver).__name__ == "Adam"
+    assert type(caffe.SGDSolver("solver.prototxt")._solver).__name__ == "SGD"  # the class decides, as in pycaffe
+    before = solver.net.params["student"][0].data.copy()
+    solver.step(5)
+    assert solver.iter == 5 and not np.allclose(solver.net.params["student"][0].data, before)
+    solver.snapshot()
+    assert (module_dir / "snap_iter_5.caffemodel").exists() and (module_dir / "snap_iter_5.solverstate").exists()
+
+    resumed = caffe.AdamSolver("solver.prototxt")
+    resumed.restore("snap_iter_5.solverstate")
+    assert resumed.iter == 5
+    np.testing.assert_array_equal(resumed.net.params["student"][0].data, solver.net.params["student"][0].data)
+    again = caffe.AdamSolver("solver.prototxt")
+    again.solve("snap_iter_5.solverstate")
+    assert again.iter == 8 and (module_dir / "snap_iter_8.caffemodel").exists()
+    assert again.net.forward()["loss"] >= 0  # the nets stay usable after solve()
