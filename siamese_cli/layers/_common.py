@@ -38,3 +38,8 @@ def prediction_layout(layer, shape, axis, label_count, axis_name):
             f"(prediction shape {list(shape)}, {axis_name} axis {axis})"
         )
     return outer, inner
+
+
+def kept_input(bottom, top):
+    """The bottom data a neuron's backward pass reads: a copy when it runs in place, since the top overwrites it."""
+    return bottom[0].data.copy() if top[0] is bottom[0] else bottom[0].data
