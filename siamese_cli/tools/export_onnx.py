@@ -34,11 +34,13 @@ def export_onnx(model, weights, out, opset=None, batch="dynamic"):
     """Write the ONNX form of deploy net `model` with `weights` to `out`; returns the onnx.ModelProto."""
     from ..export.onnx import DEFAULT_OPSET, check_supported, net_to_onnx
     from ..io.prototxt import read_net
+    from ..net import filter_net
+    from ..proto import caffe_pb2
     from .plot_features import deploy_net
 
     onnx = _onnx()
     dynamic, size = parse_batch(batch)
-    check_supported(read_net(model))
+    check_supported(filter_net(read_net(model), caffe_pb2.NetState(phase=caffe_pb2.TEST)))
     check_writable(out)
     net = deploy_net(model, weights, batch_size=size)
     proto = net_to_onnx(net, opset=opset or DEFAULT_OPSET, dynamic=dynamic)
