@@ -103,11 +103,12 @@ def _block_rows(count, dims):
     return max(1, min(count, BLOCK_BYTES // max(per_row, 1)))
 
 
-def retrieval_metrics(features, labels, block=None):
+def retrieval_metrics(features, labels, block=None, on_block=None):
     """precision_at_1, r_precision and map_at_r of every item as a query against all the others.
 
     Queries run in blocks (`block` rows, by default sized to BLOCK_BYTES), so 10,000
-    items never need the full 10,000 x 10,000 distance matrix at once.
+    items never need the full 10,000 x 10,000 distance matrix at once; `on_block(rows)`
+    is called after each (a progress bar).
     """
     features = np.asarray(features, np.float32)
     labels = np.asarray(labels).ravel()
@@ -140,4 +141,6 @@ def retrieval_metrics(features, labels, block=None):
         sums["r_precision"] += float((np.where(within_r, relevant, False).sum(axis=1) / r).sum())
         precision = hits / ranks[None, :]
         sums["map_at_r"] += float((np.where(within_r & relevant, precision, 0.0).sum(axis=1) / r).sum())
+        if on_block is not None:
+            on_block(hi - lo)
     return {name: value / queries for name, value in sums.items()}

@@ -13,6 +13,7 @@ import numpy as np
 from .. import metrics
 from ..errors import SiameseError
 from ..io.files import atomic_path, check_writable
+from ..progress import Progress
 from .figures import new_figure, picture_format, save_figure
 from .plot_features import (BATCH_SIZE, DEFAULT_MODEL, SCALE, compute_features, deploy_net, load_images,
                             nearest_neighbour_accuracy, newest_snapshot)
@@ -62,7 +63,8 @@ def evaluate_images(net, images=None, labels=None, batch_size=BATCH_SIZE):
     pixels, digits = load_images(images, labels)
     features = compute_features(net, pixels, batch_size=batch_size)
     try:
-        result = {"images": int(len(digits)), **metrics.retrieval_metrics(features, digits)}
+        with Progress(len(digits), "retrieval") as bar:
+            result = {"images": int(len(digits)), **metrics.retrieval_metrics(features, digits, on_block=bar.update)}
     except ValueError as exc:
         raise SiameseError(f"{images or 'the images'}: {exc}") from None
     result["knn_accuracy"] = nearest_neighbour_accuracy(features, digits)
