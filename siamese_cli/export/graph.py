@@ -28,13 +28,13 @@ class Graph:
         for index, lp in enumerate(net.param.layer):
             for top in lp.top:
                 self._last_write[top] = index
-        self._layer_index = -1
+        self._reserved = set(self._last_write) | set(net.inputs)  # blob names, kept for the blobs themselves
         for name in net.inputs:
-            self._current[name] = self._claim(name)
+            self._current[name] = self._claim(name, blob=True)
 
-    def _claim(self, name):
+    def _claim(self, name, blob=False):
         base, k = name, 1
-        while name in self._names:
+        while name in self._names or (not blob and name in self._reserved):
             name, k = f"{base}_{k}", k + 1
         self._names.add(name)
         return name
@@ -69,11 +69,10 @@ class Graph:
 
     def tops(self, index, lp):
         """ONNX names for the layer's tops: the blob's own name at its last write, a versioned one before."""
-        self._layer_index = index
         names = []
         for top in lp.top:
             final = self._last_write[top] == index and top not in self.net.inputs
-            names.append(self._claim(top if final else f"{top}/{lp.name}"))
+            names.append(self._claim(top, blob=True) if final else self._claim(f"{top}/{lp.name}"))
         return names
 
     def commit(self, lp, tops):
