@@ -10,6 +10,7 @@ from .io.files import read_binary_proto, write_bytes_atomic
 from .io.prototxt import read_net
 from .layers import layer_class
 from .proto import caffe_pb2
+from .schedule import branch_schedule
 
 PHASES = {"TRAIN": caffe_pb2.TRAIN, "TEST": caffe_pb2.TEST}
 
@@ -165,6 +166,7 @@ class Net:
         self._loss_weights = []  # per layer: [(top blob, weight)]
         seeds = np.random.SeedSequence(seed).spawn(len(self.param.layer) + 1)
         self._build(seeds)
+        self.schedule = branch_schedule(self)  # None: the plain pass, one layer at a time
         if weights:
             for path in str(weights).split(","):
                 self.copy_from(path)
@@ -296,6 +298,8 @@ class Net:
         self.layers[i].backward(self.tops[i], self.propagate_down[i], self.bottoms[i])
 
     def _forward(self):
+        if self.schedule is not None:
+            return self.schedule.forward()
         return sum(self.forward_layer(i) for i in range(len(self.layers)))
 
     def forward(self, **inputs):
@@ -315,6 +319,8 @@ class Net:
 
     def backward(self):
         """Backpropagate from the loss tops; parameter gradients ADD into their diffs."""
+        if self.schedule is not None:
+            return self.schedule.backward()
         for i in reversed(range(len(self.layers))):
             if self.layer_needs_backward[i]:
                 self.backward_layer(i)
@@ -350,6 +356,8 @@ class Net:
         return loss, {name: total / np.float32(iterations) for name, total in sums.items()}
 
     def close(self):
+        if self.schedule is not None:
+            self.schedule.close()
         for layer in self.layers:
             close = getattr(layer, "close", None)
             if close:
