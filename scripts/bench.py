@@ -52,7 +52,7 @@ def parse_args(argv):
 def _restart_with_threads(threads, argv):
     """BLAS reads its thread count when numpy loads, so a different count needs a fresh interpreter."""
     wanted = str(threads)
-    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "SIAMESE_BRANCH_THREADS")
     if all(os.environ.get(name) == wanted for name in names):
         return
     for name in names:
@@ -251,6 +251,7 @@ def torch_trainer(batches, threads, seed=0):
         loss.backward()
         optimizer.step()
 
+    step.tower = tower
     return step, torch.__version__
 
 
@@ -273,6 +274,88 @@ def read_batches(db, count, batch=64):
             data, labels = decode_batch(records, shape, db)
             out.append((data.astype(np.float32) * np.float32(0.00390625), labels))
     return out
+
+
+# ---- inference and the full reproduction ---------------------------------------------------
+def deploy_forward(train_net):
+    """A step(images) function: the deploy net (one tower) with the trained weights, forward only."""
+    import numpy as np
+    from siamese_cli.net import Net
+
+    net = Net(EXAMPLE / "mnist_siamese.prototxt", phase="TEST", seed=0)
+    net.share_weights_from(train_net)
+    rng = np.random.default_rng(0)
+
+    def forward(batch):
+        blob = net.blobs["data"]
+        if blob.shape[0] != batch:
+            blob.reshape((batch, 1, 28, 28))
+            blob.data[...] = rng.random(blob.shape, dtype=np.float32)
+        net.forward_loss()
+
+    return forward
+
+
+def torch_deploy_forward(tower):
+    import torch
+
+    inputs = {}
+
+    def forward(batch):
+        if batch not in inputs:
+            inputs[batch] = torch.rand(batch, 1, 28, 28)
+        with torch.inference_mode():
+            tower(inputs[batch])
+
+    return forward
+
+
+def images_per_second(forward, batch, images, settle=0.3):
+    forward(batch)
+    time.sleep(settle)
+    passes = max(1, images // batch)
+    start = time.perf_counter()
+    for _ in range(passes):
+        forward(batch)
+    return passes * batch / (time.perf_counter() - start)
+
+
+def test_and_snapshot_seconds(train_db, test_db, workdir, repeats, batches=100):
+    """([seconds per test pass of 100 batches of 100 pairs], [seconds per snapshot]), `repeats` of each.
+
+    With fewer `batches` (a quick run) the pass is timed over those and scaled to 100.
+    """
+    param = solver_param(train_db, test_db, test_iter=batches, test_interval=500)
+    param.snapshot_prefix = str(Path(workdir) / "bench_snapshot")
+    solver = make_solver(param)
+    try:
+        solver.step(1)
+        tests, snapshots = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            solver.test_all()
+            tests.append((time.perf_counter() - start) * 100 / batches)
+            start = time.perf_counter()
+            solver.snapshot()
+            snapshots.append(time.perf_counter() - start)
+    finally:
+        solver.close()
+    return tests, snapshots
+
+
+def full_run_model(iteration_ms, test_s, snapshot_s, param_path=EXAMPLE / "mnist_siamese_solver.prototxt"):
+    """Modelled wall time of the example solver's whole run: {training, testing, snapshots, total} in seconds."""
+    from siamese_cli.io.prototxt import read_solver
+
+    param = read_solver(param_path)
+    iters = param.max_iter
+    passes = len(range(0 if param.test_initialization else param.test_interval, iters + 1, param.test_interval))
+    snapshots = iters // param.snapshot if param.snapshot else 0
+    model = {"iterations": iters, "test_passes": passes, "snapshots": snapshots,
+             "training_s": iters * iteration_ms / 1e3, "testing_s": passes * test_s,
+             "snapshots_s": snapshots * snapshot_s}
+    model["total_s"] = model["training_s"] + model["testing_s"] + model["snapshots_s"]
+    return model
 
 
 # ---- the benchmark -------------------------------------------------------------------------
@@ -313,11 +396,18 @@ def run(args):
         results["create_db_s"] = seconds
 
         solver = make_solver(solver_param(train_db, test_db))
+        plain = make_solver(solver_param(train_db, test_db))  # the same net, one layer at a time
+        if plain.net.schedule is not None:
+            plain.net.schedule.close()
+            plain.net.schedule = None
         try:
             net = solver.net
+            results["lanes"] = net.schedule.lane_names() if net.schedule is not None else None
             forward, backward = matmul_flops(net)
             results["gflop_per_iteration"] = (forward + backward) / 1e9
             solver.step(max(2, iterations // 5))  # warm-up: buffers, prefetch queue, BLAS threads
+            if results["lanes"]:
+                plain.step(max(2, iterations // 5))
 
             torch_step, torch_version = (None, None)
             if not args.no_torch:
@@ -326,9 +416,11 @@ def run(args):
                 for _ in range(max(2, iterations // 5)):
                     torch_step()
 
-            ours, theirs = [], []
+            ours, plains, theirs = [], [], []
             for _ in range(rounds):
                 ours.append(time_per_iteration(solver.step, iterations))
+                if results["lanes"]:
+                    plains.append(time_per_iteration(plain.step, iterations))
                 if torch_step is not None:
                     theirs.append(time_per_iteration(lambda n: [torch_step() for _ in range(n)], iterations))
             ms = statistics.median(ours)
@@ -336,6 +428,9 @@ def run(args):
             results["iteration_ms_rounds"] = ours
             results["gflops"] = results["gflop_per_iteration"] / ms * 1e3
             results["fraction_of_peak"] = results["gflops"] / peak
+            if plains:
+                results["plain_iteration_ms"] = statistics.median(plains)
+                results["plain_iteration_ms_rounds"] = plains
             if theirs:
                 results["torch"] = torch_version
                 results["torch_threads"] = threads
@@ -343,11 +438,32 @@ def run(args):
                 results["torch_iteration_ms_rounds"] = theirs
                 results["ratio_toolkit_torch"] = ms / results["torch_iteration_ms"]
                 results["ratio_rounds"] = [a / b for a, b in zip(ours, theirs)]
+                if plains:
+                    results["plain_ratio_rounds"] = [a / b for a, b in zip(plains, theirs)]
+
+            deploy = deploy_forward(net)
+            torch_deploy = torch_deploy_forward(torch_step.tower) if torch_step is not None else None
+            results["inference"] = []
+            for batch, images in ((1, 100 if args.quick else 500), (500, 500 if args.quick else 5000)):
+                entry = {"batch": batch, "toolkit_rounds": [], "torch_rounds": []}
+                for _ in range(rounds):
+                    entry["toolkit_rounds"].append(images_per_second(deploy, batch, images))
+                    if torch_deploy is not None:
+                        entry["torch_rounds"].append(images_per_second(torch_deploy, batch, images))
+                entry["toolkit_images_s"] = statistics.median(entry["toolkit_rounds"])
+                if entry["torch_rounds"]:
+                    entry["torch_images_s"] = statistics.median(entry["torch_rounds"])
+                    entry["ratio_rounds"] = [a / b for a, b in zip(entry["toolkit_rounds"], entry["torch_rounds"])]
+                results["inference"].append(entry)
 
             names, fwd, bwd, _ = time_layers(net, iterations)
             results["layers"] = [{"name": n, "forward_ms": f, "backward_ms": b} for n, f, b in zip(names, fwd, bwd)]
         finally:
             solver.close()
+            plain.close()
+        tests, snapshots = test_and_snapshot_seconds(train_db, test_db, workdir, *((1, 2) if args.quick else (3, 100)))
+        results["test_pass_s_rounds"], results["snapshot_s_rounds"] = tests, snapshots
+        results["full_run_model"] = full_run_model(ms, statistics.median(tests), statistics.median(snapshots))
         results["peak_memory_bytes"] = peak_training_memory(train_db, test_db, 5 if args.quick else 300)
     return results
 
@@ -374,8 +490,28 @@ def report(results, out=sys.stdout):
         rounds = results["ratio_rounds"]
         line("ratio toolkit/torch", f"{results['ratio_toolkit_torch']:.2f} (per round: median "
                                     f"{statistics.median(rounds):.2f}, range {min(rounds):.2f}-{max(rounds):.2f})")
+        if "plain_ratio_rounds" in results:
+            rounds = results["plain_ratio_rounds"]
+            line("plain path (SIAMESE_BRANCH_THREADS=1) iteration",
+                 f"{results['plain_iteration_ms']:.2f} ms, ratio to torch per round: median "
+                 f"{statistics.median(rounds):.2f}, range {min(rounds):.2f}-{max(rounds):.2f}")
     else:
         line("torch", "not measured (PyTorch not installed or --no-torch)")
+    line("lanes", results["lanes"] and " | ".join(",".join(lane) for lanes in results["lanes"] for lane in lanes))
+    for entry in results["inference"]:
+        text = f"{entry['toolkit_images_s']:.0f} images/s"
+        if "torch_images_s" in entry:
+            rounds = entry["ratio_rounds"]
+            text += (f", torch {entry['torch_images_s']:.0f} images/s, ratio toolkit/torch (throughput) median "
+                     f"{statistics.median(rounds):.2f}, range {min(rounds):.2f}-{max(rounds):.2f}")
+        line(f"deploy tower, batch {entry['batch']}", text)
+    model = results["full_run_model"]
+    line("test pass (100 x 100 pairs)", ", ".join(f"{v:.2f} s" for v in results["test_pass_s_rounds"]))
+    line("snapshot (.caffemodel + .solverstate)", ", ".join(f"{v:.3f} s" for v in results["snapshot_s_rounds"]))
+    line("full run, modelled", f"{model['total_s'] / 60:.1f} min = training {model['iterations']} x "
+                               f"{results['iteration_ms']:.2f} ms = {model['training_s'] / 60:.1f} min + testing "
+                               f"{model['test_passes']} passes = {model['testing_s'] / 60:.1f} min + "
+                               f"{model['snapshots']} snapshots = {model['snapshots_s']:.1f} s")
     line("peak memory (training run)", f"{results['peak_memory_bytes'] / MiB:.0f} MiB")
     out.write("per-layer ms (forward, backward):\n")
     for layer in results["layers"]:

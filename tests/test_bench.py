@@ -35,7 +35,9 @@ def test_quick_benchmark_reports_every_figure(tmp_path, capsys):
     out = capsys.readouterr().out
     fields = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line and not line.startswith(" "))
     for name in ("machine", "numpy", "blas", "OPENBLAS_CORETYPE", "matmul peak", "create-db", "work per iteration",
-                 "toolkit iteration", "toolkit throughput", "torch", "peak memory (training run)"):
+                 "toolkit iteration", "toolkit throughput", "torch", "peak memory (training run)",
+                 "deploy tower, batch 1", "deploy tower, batch 500", "test pass (100 x 100 pairs)",
+                 "full run, modelled"):
         assert name in fields, f"{name!r} missing from:\n{out}"
     assert fields["create-db"].startswith("10000 pairs in ")
     assert results["gflop_per_iteration"] == pytest.approx((FORWARD + BACKWARD) / 1e9)
@@ -47,6 +49,13 @@ def test_quick_benchmark_reports_every_figure(tmp_path, capsys):
     assert layers[:3] == ["pair_data", "slice_pair", "conv1"] and layers[-1] == "loss"
     assert "per-layer ms (forward, backward):" in out and "conv2_p" in out
     assert (tmp_path / "bench.json").read_text().startswith("{")
+    assert [entry["batch"] for entry in results["inference"]] == [1, 500]
+    assert all(entry["toolkit_images_s"] > 0 for entry in results["inference"])
+    model = results["full_run_model"]
+    # The example solver: 50,000 iterations, a test pass at 0 and every 500 (101), a snapshot every 5,000.
+    assert (model["iterations"], model["test_passes"], model["snapshots"]) == (50000, 101, 10)
+    assert model["total_s"] == pytest.approx(model["training_s"] + model["testing_s"] + model["snapshots_s"])
+    assert model["training_s"] == pytest.approx(50000 * results["iteration_ms"] / 1e3)
     if with_torch:
         assert results["ratio_toolkit_torch"] > 0
         assert "ratio toolkit/torch" in fields
