@@ -26,8 +26,9 @@ from .blob import Blob
 ENV = "SIAMESE_BRANCH_THREADS"
 #: A branch with fewer top values than this (per pass) is not worth a thread of its own.
 MIN_BRANCH_VALUES = 1 << 16
-#: Layer types whose code may keep state outside the layer (user Python); their branches run plainly.
-SERIAL_TYPES = frozenset({"Python"})
+#: Layer types that may touch state other lanes see (user Python code; BatchNorm writes its shared
+#: statistics in the forward pass): a run of layers holding one of them is not split into lanes.
+SERIAL_TYPES = frozenset({"Python", "BatchNorm"})
 
 
 def requested_lanes(env=None):

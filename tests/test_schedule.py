@@ -159,3 +159,10 @@ def test_an_error_in_a_lane_reaches_the_caller():
     with pytest.raises(RuntimeError, match="lane failure"):
         net.forward_loss()
     net.close()
+
+
+def test_branches_with_layers_that_share_outside_state_run_plainly(monkeypatch):
+    net = example_net(64)
+    assert branch_schedule(net, lanes=2) is not None
+    monkeypatch.setattr(schedule, "SERIAL_TYPES", frozenset({"Pooling"}))
+    assert branch_schedule(net, lanes=2) is None
