@@ -78,6 +78,8 @@ CASES = [
     ("num_output: 4 kernel_size: 3 group: 4 pad: 1 stride: 2", (1, 4, 7, 6), (2, 2), (1, 1), (1, 1), 4),
     ("num_output: 6 kernel_h: 2 kernel_w: 3 group: 3 dilation: 2 pad: 1", (2, 3, 6, 7), (1, 1), (1, 1), (2, 2), 3),
     ("num_output: 3 kernel_size: 3 group: 3 bias_term: false", (1, 3, 5, 20), (1, 1), (0, 0), (1, 1), 3),
+    ("num_output: 4 kernel_size: 3 group: 2 pad: 1 dilation: 2", (2, 2, 4, 18), (1, 1), (1, 1), (2, 2), 2),
+    ("num_output: 3 kernel_size: 3 group: 3 stride: 2 pad: 1", (1, 3, 5, 34), (2, 2), (1, 1), (1, 1), 3),
 ]
 
 

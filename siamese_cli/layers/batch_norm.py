@@ -61,8 +61,10 @@ class BatchNorm(Layer):
             self.blobs[1].data[...] = correction * variance + self.fraction * self.blobs[1].data
         std = np.sqrt(variance + self.eps)
         out = self._grouped(top[0].data)
-        np.subtract(x, mean[:, None], out=out)
-        out /= std[:, None]
+        inverse = np.float32(1) / std
+        # (x - mean) / std as one scaling and one shift
+        np.multiply(x, inverse[:, None], out=out)
+        out -= (mean * inverse)[:, None]
         self._std = std
         # Backward needs the normalised values; a later in-place layer may overwrite the top.
         self._norm = None if self.use_global_stats else out.copy()

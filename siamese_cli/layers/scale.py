@@ -51,7 +51,12 @@ class Scale(Layer):
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.layout)
         # The factor's gradient needs the input; in place it is about to be overwritten.
-        self._input = x.copy() if top[0] is bottom[0] else None
+        if top[0] is bottom[0]:
+            if self._input is None or self._input.shape != x.shape:
+                self._input = np.empty(x.shape, np.float32)
+            np.copyto(self._input, x)
+        else:
+            self._input = None
         out = top[0].data.reshape(self.layout)
         np.multiply(x, self._factor(bottom).data.reshape(1, -1, 1), out=out)
         if self.bias_term:
