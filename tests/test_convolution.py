@@ -67,6 +67,7 @@ CASES = [
      (1, 2, 6, 7), (2, 1), (0, 1), (1, 2), 1),
     ("num_output: 6 kernel_size: 3 group: 3 pad: 1", (2, 6, 5, 5), (1, 1), (1, 1), (1, 1), 3),
     ("num_output: 2 kernel_size: 1", (3, 4, 3, 3), (1, 1), (0, 0), (1, 1), 1),
+    ("num_output: 3 kernel_size: 1 bias_term: false", (2, 3, 4, 20), (1, 1), (0, 0), (1, 1), 1),
     # rows of at least convolution.SHORT_ROW take the batch-second layout
     ("num_output: 2 kernel_size: 3 stride: 1", (2, 2, 4, 20), (1, 1), (0, 0), (1, 1), 1),
     ("num_output: 4 kernel_size: 3 group: 2 pad: 1", (2, 4, 3, 18), (1, 1), (1, 1), (1, 1), 2),

@@ -10,6 +10,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..blob import Blob
 from ..fillers import fill
+from . import _pointwise
 from ._depthwise import Depthwise
 from .base import Layer
 
@@ -212,6 +213,7 @@ class Convolution(Layer):
         self.depthwise = None
         if self.group > 1 and self.group == channels:
             self.depthwise = Depthwise(self.kernel, self.stride, self.pad, self.dilation, self.num_output // self.group)
+        self.pointwise = _pointwise.applies(self)
 
     def _filled(self, filler, shape):
         blob = Blob(shape)
@@ -270,6 +272,9 @@ class Convolution(Layer):
         g, o = self.group, self.num_output
         weights = self.blobs[0].data.reshape(o, -1)
         oh, ow = plan.out_hw
+        if self.pointwise:
+            _pointwise.forward(self, bottom, top)
+            return
         if self.depthwise is not None:
             bias = self.blobs[1].data if self.bias_term else None
             for index, (b, t) in enumerate(zip(bottom, top)):
@@ -310,6 +315,9 @@ class Convolution(Layer):
         weight_diff = self.blobs[0].diff.reshape(o, -1)
         (kh, kw), (ph, pw) = self.kernel, self.pad
         oh, ow = plan.out_hw
+        if self.pointwise:
+            _pointwise.backward(self, top, propagate_down, bottom)
+            return
         if self.depthwise is not None:
             for index, (t, b) in enumerate(zip(top, bottom)):
                 down = propagate_down[index] if index < len(propagate_down) else False
