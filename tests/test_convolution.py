@@ -6,7 +6,7 @@ from google.protobuf import text_format
 from gradcheck import check_gradients, make_blobs
 from siamese_cli.blob import Blob
 from siamese_cli.errors import SiameseError
-from siamese_cli.layers import convolution, layer_class
+from siamese_cli.layers import _depthwise, convolution, layer_class
 from siamese_cli.proto import caffe_pb2
 
 FILLERS = 'weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 }'
@@ -241,3 +241,18 @@ def test_reshape_to_new_batch_size():
     layer.forward(bottom, top)
     expected = reference(x, layer.blobs[0].data, layer.blobs[1].data, (1, 1), (0, 0), (1, 1), 1)
     np.testing.assert_allclose(top[0].data, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("text, shape, stride, pad", [
+    ("num_output: 4 kernel_size: 3 group: 4 pad: 1", (2, 4, 6, 20), (1, 1), (1, 1)),
+    ("num_output: 4 kernel_size: 3 group: 4 pad: 1 stride: 2", (2, 4, 9, 36), (2, 2), (1, 1)),
+    ("num_output: 4 kernel_size: 3 group: 4 pad: 1 stride: 2", (2, 4, 9, 7), (2, 2), (1, 1)),
+])
+def test_depthwise_in_small_blocks_matches_direct_convolution(monkeypatch, text, shape, stride, pad):
+    """The forward pass of depthwise layers works block by block; tiny blocks must give the same top."""
+    monkeypatch.setattr(_depthwise, "BLOCK_BYTES", 64)
+    x = np.random.default_rng(8).standard_normal(shape).astype(np.float32)
+    layer = make(f"{text} {FILLERS}")
+    _, (top,) = run(layer, x)
+    expected = reference(x, layer.blobs[0].data, layer.blobs[1].data, stride, pad, (1, 1), shape[1])
+    np.testing.assert_allclose(top.data, expected, rtol=1e-5, atol=1e-5)
