@@ -62,7 +62,7 @@ class Solver:
             seed = int(np.random.SeedSequence().entropy % (2**31))
             self.log(f"random_seed not set; using {seed} (set random_seed in the solver to repeat this run)")
         self.seed = seed
-        if param.solver_mode == caffe_pb2.SolverParameter.GPU:
+        if param.HasField("solver_mode") and param.solver_mode == caffe_pb2.SolverParameter.GPU:
             self.log("solver_mode GPU requested; this toolkit computes on the CPU")
         self.net = self._train_net()
         self.test_nets = self._test_nets()
