@@ -47,15 +47,13 @@ def _resume_command(args, state_path):
 
 def _train(args):
     """Exit status: 0 done, 2 bad input or a failed write, 3 non-finite loss, 128 + N stopped by signal N."""
-    from .io.files import check_writable
     from .solvers import NonFiniteError, load_solver
     from .solvers.signals import exit_status
 
     if args.weights and args.snapshot:
         raise SiameseError("train: give --weights or --snapshot, not both (--snapshot resumes, --weights fine-tunes)")
     _gpu_notice(args)
-    if args.log:
-        check_writable(args.log)
+    # The solver checks that --log can be written before it builds the nets.
     solver = load_solver(args.solver, max_iter=args.max_iter, log_path=args.log, allow_nan=args.allow_nan,
                          snapshot_on_stop=args.snapshot_on_stop)
     if args.snapshot:

@@ -61,12 +61,27 @@ class TrainLog:
         self.resume_at = None
         self.handle = None
         self.broken = False
-        check_writable(self.path)
+        if self.path.exists() and not self.path.is_file() and not self.path.is_dir():
+            self._check_device()
+        else:
+            check_writable(self.path)
+
+    def _check_device(self):
+        """A device or pipe (/dev/null, /dev/stdout) is written in place: opening it is the check."""
+        try:
+            open(self.path, "a", encoding="utf-8").close()
+        except OSError as exc:
+            raise write_error(self.path, exc) from exc
+
+    def open(self):
+        """Start the file now (a fresh run empties it at once); a no-op once open."""
+        if self.handle is None and not self.broken:
+            self._open()
 
     def _open(self):
         try:
             kept = self._rows_before(self.resume_at) if self.resume_at is not None else None
-            if kept is None:
+            if kept is None or not self.path.is_file():
                 self.handle = open(self.path, "w", encoding="utf-8")
                 if not self.json:
                     self.handle.write(self.HEADER)

@@ -1,11 +1,11 @@
 """Snapshots as pairs: PREFIX_iter_N.caffemodel and PREFIX_iter_N.solverstate, both complete or neither.
 
-Both files are written to temporary names beside their targets first; then the .caffemodel
-is renamed into place, then the .solverstate. The .solverstate is what a resume starts from
-and it names its .caffemodel, so it is renamed last: whatever stops the process (a full disk,
-SIGKILL, a power cut after the fsync), the newest .solverstate on disk has its .caffemodel
-beside it. A failure before the second rename removes the new .caffemodel again, so the
-previous pair stays the newest.
+Each file is written (and fsynced) under a temporary name beside its target, then renamed
+into place: first the .caffemodel, then the .solverstate. The .solverstate is what a resume
+starts from and it names its .caffemodel, so it comes last: whatever stops the process (a
+full disk, SIGKILL, a power cut), the newest .solverstate on disk has its complete .caffemodel
+beside it. A failure after the .caffemodel is in place removes it again, so the previous pair
+stays the newest.
 """
 import os
 import time
@@ -37,11 +37,12 @@ def write_pair(model_path, model_bytes, state_path, state_bytes):
         with atomic_path(state_path) as state_tmp:
             with atomic_path(model_path) as model_tmp:
                 _write_synced(model_tmp, model_bytes)
-                _write_synced(state_tmp, state_bytes)
-            model_placed = True  # the .solverstate is renamed into place when this block ends
+            model_placed = True
             pause = float(os.environ.get(PAUSE_ENV) or 0)
             if pause > 0:
                 time.sleep(pause)
+            _write_synced(state_tmp, state_bytes)
+        # the .solverstate is renamed into place as the block ends: the pair is complete
     except BaseException:
         if model_placed:
             Path(model_path).unlink(missing_ok=True)

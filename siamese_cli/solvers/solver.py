@@ -55,7 +55,7 @@ class Solver(Snapshots):
             seed = int(np.random.SeedSequence().entropy % (2**31))
             self.log(f"random_seed not set; using {seed} (set random_seed in the solver to repeat this run)")
         self.seed = seed
-        if param.solver_mode == caffe_pb2.SolverParameter.GPU:
+        if param.HasField("solver_mode") and param.solver_mode == caffe_pb2.SolverParameter.GPU:
             self.log("solver_mode GPU requested; this toolkit computes on the CPU")
         self.net = self._train_net()
         self.test_nets = self._test_nets()
@@ -135,6 +135,8 @@ class Solver(Snapshots):
         """
         p = self.param
         self.check_snapshot_prefix(on_stop=self.snapshot_on_stop)
+        if self.train_log:
+            self.train_log.open()
         self.log(f"Solving {self.net.name}")
         self.log(f"Learning Rate Policy: {p.lr_policy}")
         start_iter = self.iter
