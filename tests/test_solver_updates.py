@@ -119,6 +119,7 @@ def test_clipping_below_the_threshold_leaves_gradients_unchanged():
                                                       "cannot be both specified"),
     ('regularization_type: "L3"', "regularization_type", 'unknown regularization_type "L3"'),
     ('type: "Lion"', "type", 'unknown solver type "Lion"'),
+    ("test_iter: 0", "test_iter", "test_iter must be at least 1 (it is 0)"),
 ])
 def test_solver_fields_caffe_refuses_name_file_and_line(tmp_path, extra, field, message):
     from test_solver import NET

@@ -183,3 +183,71 @@ def test_progress_rate_and_eta_measure_from_the_resume():
     bar.update(100)
     rate, eta = bar.rate_eta()
     assert bar.done == 500 and rate == pytest.approx(10.0) and eta == pytest.approx(150.0)
+
+
+# ---- stops, and the command line around them -----------------------------------------------------------
+def stop_after(solver, calls):
+    """Make the train net ask for a stop (as SIGTERM's handler does) after `calls` forward passes."""
+    forward, count = solver.net.forward_backward, []
+
+    def forward_then_stop():
+        count.append(1)
+        if len(count) == calls:
+            solver.requested, solver.stop_signal = "stop", 15
+        return forward()
+
+    solver.net.forward_backward = forward_then_stop
+
+
+@pytest.mark.parametrize("on_stop", [False, True])
+def test_snapshot_after_train_false_keeps_caffes_meaning_unless_snapshot_on_stop(tmp_path, on_stop):
+    log = Lines()
+    solver = make(tmp_path, "snapshot_after_train: false\nmax_iter: 100", log=log, snapshot_on_stop=on_stop)
+    stop_after(solver, 3)
+    solver.solve(handle_signals=False)
+    assert solver.iter == 3 and log.lines[-1] == "Optimization stopped early."
+    assert pairs(tmp_path) == (["t_iter_3.caffemodel", "t_iter_3.solverstate"] if on_stop else [])
+
+
+def test_cli_full_disk_is_exit_2_naming_the_file_and_the_pair_to_resume_from(tmp_path, monkeypatch, capsys):
+    from siamese_cli.cli import main
+
+    solver_path = tmp_path / "solver.prototxt"
+    solver_path.write_text(f'net_param {{ {VARYING} }}\nbase_lr: 0.1\nlr_policy: "fixed"\nmax_iter: 6\n'
+                           f'random_seed: 3\nsnapshot: 2\nsnapshot_prefix: "{tmp_path}/t"\n')
+    real = snapshot._write_synced
+
+    def full_disk(path, payload):
+        if "t_iter_4.solverstate." in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, payload)
+
+    monkeypatch.setattr(snapshot, "_write_synced", full_disk)
+    assert main(["train", "--solver", str(solver_path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == (f"error: {tmp_path}/t_iter_4.solverstate: cannot write: No space left on device; free some "
+                       f"space; resume from the last complete snapshot with: siamese train --solver {solver_path} "
+                       f"--snapshot {tmp_path}/t_iter_2.solverstate")
+    assert pairs(tmp_path) == ["t_iter_2.caffemodel", "t_iter_2.solverstate"]
+
+
+def test_zero_iterations_refused_with_a_message(capsys):
+    from siamese_cli.cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(["test", "-model", "net.prototxt", "-weights", "w.caffemodel", "-iterations", "0"])
+    assert caught.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "siamese test: error: argument --iterations/-iterations: must be at least 1, got 0")
+
+
+def test_lmdb_versus_leveldb_hint_names_no_flag_train_lacks(tmp_path):
+    from siamese_cli.io.db import open_reader
+    from siamese_cli.tools.create_db import create_pair_db
+    from test_resume import write_idx
+
+    images, labels = write_idx(tmp_path, count=4)
+    create_pair_db(images, labels, tmp_path / "pairs", backend="lmdb")
+    with pytest.raises(SiameseError) as caught:
+        open_reader(tmp_path / "pairs", "leveldb")
+    assert "set backend: LMDB in data_param" in str(caught.value) and "--backend" not in str(caught.value)

@@ -44,6 +44,9 @@ def check_solver_fields(param, source=None):
     if param.regularization_type not in ("L1", "L2"):
         refuse(source, "regularization_type", f'unknown regularization_type "{param.regularization_type}"; '
                                               f"use L2 or L1")
+    if any(count < 1 for count in param.test_iter):
+        refuse(source, "test_iter", f"test_iter must be at least 1 (it is {min(param.test_iter)}): a test pass "
+                                    f"of no batches has no mean")
     if param.iter_size < 1:
         refuse(source, "iter_size", f"iter_size must be at least 1 (it is {param.iter_size})")
 

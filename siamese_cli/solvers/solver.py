@@ -142,24 +142,7 @@ class Solver(Snapshots):
         start_iter = self.iter
         try:
             with SignalRequests(self) if handle_signals else nullcontext():
-                with Progress(p.max_iter, "train", initial=self.iter) as bar:
-                    self.log.progress = bar if bar.enabled else None
-                    self.step(p.max_iter - self.iter, bar)
-                    self.log.progress = None
-                stopped = self.requested == "stop"
-                just_saved = p.snapshot and self.iter % p.snapshot == 0
-                if (p.snapshot_after_train or (stopped and self.snapshot_on_stop)) and not just_saved:
-                    self.snapshot()
-            if stopped:
-                self.log("Optimization stopped early.")
-                return
-            if p.display and self.iter % p.display == 0:
-                loss = self.net.forward_loss()
-                self._update_smoothed_loss(loss, start_iter)
-                self.log(f"Iteration {self.iter}, loss = {fmt(self.smoothed_loss)}")
-            if p.test_interval and self.iter % p.test_interval == 0:
-                self.test_all()
-            self.log("Optimization Done.")
+                self._solve(start_iter)
         finally:
             self.log.progress = None
             try:
@@ -167,6 +150,27 @@ class Solver(Snapshots):
                     self.train_log.close()
             finally:
                 self.close()
+
+    def _solve(self, start_iter):
+        p = self.param
+        with Progress(p.max_iter, "train", initial=self.iter) as bar:
+            self.log.progress = bar if bar.enabled else None
+            self.step(p.max_iter - self.iter, bar)
+            self.log.progress = None
+        stopped = self.requested == "stop"
+        just_saved = p.snapshot and self.iter % p.snapshot == 0
+        if (p.snapshot_after_train or (stopped and self.snapshot_on_stop)) and not just_saved:
+            self.snapshot()
+        if stopped:
+            self.log("Optimization stopped early.")
+            return
+        if p.display and self.iter % p.display == 0:  # the final loss: a forward pass only
+            loss = self.net.forward_loss()
+            self._update_smoothed_loss(loss, start_iter)
+            self.log(f"Iteration {self.iter}, loss = {fmt(self.smoothed_loss)}")
+        if p.test_interval and self.iter % p.test_interval == 0:
+            self.test_all()
+        self.log("Optimization Done.")
 
     def step(self, iters, bar=None):
         p = self.param
