@@ -251,3 +251,17 @@ def test_lmdb_versus_leveldb_hint_names_no_flag_train_lacks(tmp_path):
     with pytest.raises(SiameseError) as caught:
         open_reader(tmp_path / "pairs", "leveldb")
     assert "set backend: LMDB in data_param" in str(caught.value) and "--backend" not in str(caught.value)
+
+
+def test_missing_test_net_names_the_solver_line_that_names_it(tmp_path):
+    from siamese_cli.solvers import load_solver
+
+    (tmp_path / "here.prototxt").write_text(VARYING)
+    solver_path = tmp_path / "solver.prototxt"
+    solver_path.write_text(f'train_net_param {{ {VARYING} }}\ntest_net: "{tmp_path}/here.prototxt"\n'
+                           f'test_net: "{tmp_path}/gone.prototxt"\ntest_iter: 1\ntest_iter: 1\nbase_lr: 0.1\n')
+    line = solver_path.read_text().splitlines().index(f'test_net: "{tmp_path}/gone.prototxt"') + 1
+    with pytest.raises(SiameseError) as caught:
+        load_solver(solver_path, log=Lines())
+    assert str(caught.value).startswith(f"{tmp_path}/gone.prototxt: no such file, named by test_net in "
+                                        f"{solver_path}:{line}; ")

@@ -17,15 +17,19 @@ class NonFiniteError(SiameseError):
     exit_code = 3
 
 
-def field_location(source, field):
-    """`FILE:LINE` of the first `field:` in the solver file `source`; the file alone when not found."""
+def field_location(source, field, value=None):
+    """`FILE:LINE` of the first `field:` (with that quoted `value`, if given) in the solver file `source`.
+
+    The file alone when the line is not found (the field came from elsewhere, or the text is odd).
+    """
     if not source:
         return "the solver"
     try:
         lines = Path(source).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
         return str(source)
-    pattern = re.compile(rf"(^|[\s{{]){re.escape(field)}\s*:")
+    quoted = rf"\s*[\"']{re.escape(value)}[\"']" if value is not None else ""
+    pattern = re.compile(rf"(^|[\s{{]){re.escape(field)}\s*:{quoted}")
     for number, line in enumerate(lines, start=1):
         if pattern.search(line.split("#", 1)[0]):
             return f"{source}:{number}"

@@ -3,7 +3,6 @@
 Subclasses differ only in `compute_update`, the rule that turns one parameter's
 regularised gradient into the step that is subtracted from its data.
 """
-import re
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -87,19 +86,10 @@ class Solver(Snapshots):
     def _read_named_net(self, path, field, value=None):
         """read_net, but a missing file is said to be named by the solver (its file and line)."""
         if self.source and not Path(path).exists():
-            where = field_location(self.source, field) if value is None else self._value_location(field, value)
+            where = field_location(self.source, field, value)
             raise SiameseError(f"{path}: no such file, named by {field} in {where}; check the path (relative "
                                f"paths start at the working directory)")
         return read_net(path)
-
-    def _value_location(self, field, value):
-        """`FILE:LINE` of `field: "value"` in the solver file (for repeated fields such as test_net)."""
-        try:
-            lines = Path(self.source).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError):
-            return str(self.source)
-        pattern = re.compile(rf"{re.escape(field)}\s*:\s*[\"']{re.escape(value)}[\"']")
-        return next((f"{self.source}:{n}" for n, line in enumerate(lines, 1) if pattern.search(line)), str(self.source))
 
     def check_param(self):
         """Per-type checks of the solver message (Caffe's constructor sanity checks); none by default."""
