@@ -2,7 +2,6 @@
 has its complete .caffemodel, and training goes on from it."""
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
