@@ -279,4 +279,4 @@ def main(argv=None):
             traceback.print_exc()
         print(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
-    return status or 0
+    return status if isinstance(status, int) else 0  # a command may return its exit status (train does)
