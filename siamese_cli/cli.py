@@ -52,10 +52,13 @@ def _train(args):
 
     if args.weights and args.snapshot:
         raise SiameseError("train: give --weights or --snapshot, not both (--snapshot resumes, --weights fine-tunes)")
+    from .layers.python import module_dirs, solver_files
+
     _gpu_notice(args)
-    # The solver checks that --log can be written before it builds the nets.
-    solver = load_solver(args.solver, max_iter=args.max_iter, log_path=args.log, allow_nan=args.allow_nan,
-                         snapshot_on_stop=args.snapshot_on_stop)
+    with module_dirs(*solver_files(args.solver)):  # Python layer modules next to the prototxt files
+        # The solver checks that --log can be written before it builds the nets.
+        solver = load_solver(args.solver, max_iter=args.max_iter, log_path=args.log, allow_nan=args.allow_nan,
+                             snapshot_on_stop=args.snapshot_on_stop)
     if args.snapshot:
         solver.restore(args.snapshot)
     elif args.weights:
@@ -85,15 +88,21 @@ def _train(args):
 def _test(args):
     from .tools.test_net import test_net
 
+    from .layers.python import module_dirs
+
     _gpu_notice(args)
-    test_net(args.model, args.weights, iterations=args.iterations, phase=args.phase)
+    with module_dirs(args.model):
+        test_net(args.model, args.weights, iterations=args.iterations, phase=args.phase)
 
 
 def _time(args):
     from .tools.timing import time_net
 
+    from .layers.python import module_dirs
+
     _gpu_notice(args)
-    time_net(args.model, weights=args.weights, iterations=args.iterations, phase=args.phase)
+    with module_dirs(args.model):
+        time_net(args.model, weights=args.weights, iterations=args.iterations, phase=args.phase)
 
 
 def _count(text, least):

@@ -61,6 +61,7 @@ class TrainLog:
         self.resume_at = None
         self.handle = None
         self.broken = False
+        self.opened = False
         if self.path.exists() and not self.path.is_file() and not self.path.is_dir():
             self._check_device()
         else:
@@ -80,6 +81,9 @@ class TrainLog:
 
     def _open(self):
         try:
+            if self.opened:  # a later solve() of the same run goes on with the file
+                self.handle = open(self.path, "a", encoding="utf-8")
+                return
             kept = self._rows_before(self.resume_at) if self.resume_at is not None else None
             if kept is None or not self.path.is_file():
                 self.handle = open(self.path, "w", encoding="utf-8")
@@ -89,6 +93,7 @@ class TrainLog:
                 if self.path.is_file():
                     write_bytes_atomic(self.path, "".join(kept).encode("utf-8"))
                 self.handle = open(self.path, "a", encoding="utf-8")
+            self.opened = True
         except OSError as exc:
             raise self._error(exc) from exc
 

@@ -116,12 +116,13 @@ class Solver(Snapshots):
         return nets
 
     # ---- the loop ---------------------------------------------------------------
-    def solve(self, handle_signals=True):
+    def solve(self, handle_signals=True, close=True):
         """Train from the current iteration to max_iter, then snapshot and test as Caffe does.
 
         A stop by signal snapshots (unless snapshot_after_train is false and snapshot_on_stop
         is not set) and returns with `stop_signal` set; a non-finite loss raises NonFiniteError
-        without snapshotting.
+        without snapshotting. With close=False the nets stay open (their data readers too) for
+        use after training.
         """
         p = self.param
         self.check_snapshot_prefix(on_stop=self.snapshot_on_stop)
@@ -139,7 +140,8 @@ class Solver(Snapshots):
                 if self.train_log:
                     self.train_log.close()
             finally:
-                self.close()
+                if close:
+                    self.close()
 
     def _solve(self, start_iter):
         p = self.param
