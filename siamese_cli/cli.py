@@ -4,6 +4,7 @@ Each subcommand parses its flags and makes one or two API calls; anything it doe
 a script can do with the same calls.
 """
 import argparse
+import shlex
 import sys
 import traceback
 
@@ -30,15 +31,34 @@ def _create_db(args):
                                  force=args.force, balanced=args.balanced)
 
 
+def _gpu_notice(args):
+    if getattr(args, "gpu", None) is not None:
+        print(f"note: -gpu {args.gpu} ignored: this toolkit computes on the CPU", file=sys.stderr)
+
+
+def _resume_command(args, state_path):
+    words = ["siamese", "train", "--solver", args.solver, "--snapshot", state_path]
+    if args.max_iter is not None:
+        words += ["--max-iter", str(args.max_iter)]
+    if args.log:
+        words += ["--log", args.log]
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
 def _train(args):
-    from .solvers import load_solver
+    """Exit status: 0 done, 2 bad input or a failed write, 3 non-finite loss, 128 + N stopped by signal N."""
+    from .solvers import NonFiniteError, load_solver
+    from .solvers.signals import exit_status
 
     if args.weights and args.snapshot:
         raise SiameseError("train: give --weights or --snapshot, not both (--snapshot resumes, --weights fine-tunes)")
     from .layers.python import module_dirs, solver_files
 
+    _gpu_notice(args)
     with module_dirs(*solver_files(args.solver)):  # Python layer modules next to the prototxt files
-        solver = load_solver(args.solver, max_iter=args.max_iter, log_path=args.log)
+        # The solver checks that --log can be written before it builds the nets.
+        solver = load_solver(args.solver, max_iter=args.max_iter, log_path=args.log, allow_nan=args.allow_nan,
+                             snapshot_on_stop=args.snapshot_on_stop)
     if args.snapshot:
         solver.restore(args.snapshot)
     elif args.weights:
@@ -46,7 +66,23 @@ def _train(args):
             solver.net.copy_from(path)
             for test_net in solver.test_nets:
                 test_net.copy_from(path)
-    solver.solve()
+    try:
+        solver.solve()
+    except NonFiniteError:
+        raise
+    except SiameseError as exc:
+        if solver.last_snapshot:
+            raise type(exc)(f"{exc}; resume from the last complete snapshot with: "
+                            f"{_resume_command(args, solver.last_snapshot)}") from exc
+        raise
+    if solver.stop_signal is None:
+        return 0
+    if solver.last_snapshot:
+        print(f"Stopped by signal; resume with: {_resume_command(args, solver.last_snapshot)}", file=sys.stderr)
+    else:
+        print("Stopped by signal; no snapshot was written (snapshot_after_train is false: add "
+              "--snapshot-on-stop to write one on a stop)", file=sys.stderr)
+    return exit_status(solver.stop_signal)
 
 
 def _test(args):
@@ -54,6 +90,7 @@ def _test(args):
 
     from .layers.python import module_dirs
 
+    _gpu_notice(args)
     with module_dirs(args.model):
         test_net(args.model, args.weights, iterations=args.iterations, phase=args.phase)
 
@@ -63,8 +100,28 @@ def _time(args):
 
     from .layers.python import module_dirs
 
+    _gpu_notice(args)
     with module_dirs(args.model):
         time_net(args.model, weights=args.weights, iterations=args.iterations, phase=args.phase)
+
+
+def _count(text, least):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+    return value
+
+
+def positive_int(text):
+    """argparse type: a whole number above 0 (`--iterations 0` is refused at the command line)."""
+    return _count(text, 1)
+
+
+def non_negative_int(text):
+    return _count(text, 0)
 
 
 def _plot_features(args):
@@ -130,25 +187,35 @@ def build_parser():
 
     p = sub.add_parser("train", help="train a net with a solver prototxt (caffe train)",
                        description="Run the solver: test, display, snapshot as Caffe does, with Caffe's log lines.")
-    p.add_argument("--solver", required=True, help="solver .prototxt")
-    p.add_argument("--weights", help="start from these .caffemodel weights (comma-separated for several)")
-    p.add_argument("--snapshot", help="resume from this .solverstate")
-    p.add_argument("--max-iter", type=int, help="override the solver's max_iter (a shorter run)")
-    p.add_argument("--log", help="also write train/test outputs per iteration to this .csv or .jsonl file")
+    # Caffe's own spellings (-solver, -weights, ...) are accepted beside ours.
+    p.add_argument("--solver", "-solver", required=True, help="solver .prototxt")
+    p.add_argument("--weights", "-weights", help="start from these .caffemodel weights (comma-separated for several)")
+    p.add_argument("--snapshot", "-snapshot", help="resume from this .solverstate")
+    p.add_argument("--max-iter", type=non_negative_int, help="override the solver's max_iter (a shorter run)")
+    p.add_argument("--log", help="also write train/test outputs per iteration to this .csv or .jsonl file "
+                                 "(appended to when resuming with --snapshot)")
+    p.add_argument("--allow-nan", action="store_true",
+                   help="train on through a NaN/inf loss as Caffe does (by default training stops, exit 3)")
+    p.add_argument("--snapshot-on-stop", action="store_true",
+                   help="snapshot on SIGINT/SIGTERM even when the solver sets snapshot_after_train: false")
+    p.add_argument("--gpu", "-gpu", metavar="ID", help="accepted for Caffe's command lines; the CPU is used")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("test", help="score a model: mean of each output over N batches (caffe test)")
-    p.add_argument("--model", required=True, help="net .prototxt")
-    p.add_argument("--weights", required=True, help=".caffemodel weights")
-    p.add_argument("--iterations", type=int, default=50, help="batches to run (default 50)")
-    p.add_argument("--phase", choices=["TRAIN", "TEST"], default="TEST", help="net phase (default TEST)")
+    p.add_argument("--model", "-model", required=True, help="net .prototxt")
+    p.add_argument("--weights", "-weights", required=True, help=".caffemodel weights")
+    p.add_argument("--iterations", "-iterations", type=positive_int, default=50, help="batches to run (default 50)")
+    p.add_argument("--phase", "-phase", choices=["TRAIN", "TEST"], default="TEST", help="net phase (default TEST)")
+    p.add_argument("--gpu", "-gpu", metavar="ID", help="accepted for Caffe's command lines; the CPU is used")
     p.set_defaults(run=_test)
 
     p = sub.add_parser("time", help="per-layer forward/backward timing (caffe time)")
-    p.add_argument("--model", required=True, help="net .prototxt")
-    p.add_argument("--weights", help="optional .caffemodel weights")
-    p.add_argument("--iterations", type=int, default=50, help="forward-backward passes (default 50)")
-    p.add_argument("--phase", choices=["TRAIN", "TEST"], default="TRAIN", help="net phase (default TRAIN)")
+    p.add_argument("--model", "-model", required=True, help="net .prototxt")
+    p.add_argument("--weights", "-weights", help="optional .caffemodel weights")
+    p.add_argument("--iterations", "-iterations", type=positive_int, default=50,
+                   help="forward-backward passes (default 50)")
+    p.add_argument("--phase", "-phase", choices=["TRAIN", "TEST"], default="TRAIN", help="net phase (default TRAIN)")
+    p.add_argument("--gpu", "-gpu", metavar="ID", help="accepted for Caffe's command lines; the CPU is used")
     p.set_defaults(run=_time)
 
     p = sub.add_parser("plot-features", help="scatter plot of the learned 2-D features of the test digits")
@@ -197,6 +264,9 @@ def build_parser():
 
     p = sub.add_parser("verify-data", help="check the bundled MNIST files against their SHA-256 sums")
     p.set_defaults(run=_verify_data)
+    for command in sub.choices.values():  # --debug after the command too; SUPPRESS keeps one given before
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the full traceback on errors")
     return parser
 
 
@@ -204,7 +274,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.run(args)
+        status = args.run(args)
     except SiameseError as exc:
         if args.debug:
             traceback.print_exc()
@@ -218,4 +288,4 @@ def main(argv=None):
             traceback.print_exc()
         print(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
-    return 0
+    return status if isinstance(status, int) else 0  # a command may return its exit status (train does)
