@@ -4,12 +4,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .blob import Blob, blob_proto_shape
+from .blob import Blob
 from .errors import SiameseError
 from .io.files import read_binary_proto, write_bytes_atomic
 from .io.prototxt import read_net
 from .layers import layer_class
+from .log import CaffeLog
 from .proto import caffe_pb2
+from .weights import copy_layers
 
 PHASES = {"TRAIN": caffe_pb2.TRAIN, "TEST": caffe_pb2.TEST}
 
@@ -374,31 +376,17 @@ class Net:
         for param in self.learnable_params:
             param.blob = replaced.get(id(param.blob), param.blob)
 
-    def copy_from(self, path):
-        """Load weights from a Caffe .caffemodel: layers matched by name, others ignored as in Caffe."""
+    def copy_from(self, path, log=None):
+        """Load weights from a Caffe .caffemodel: layers matched by name (Caffe's CopyTrainedLayersFrom)."""
         proto = read_binary_proto(path, caffe_pb2.NetParameter())
-        self.copy_from_proto(proto, source=str(path))
+        return self.copy_from_proto(proto, source=str(path), log=log)
 
-    def copy_from_proto(self, proto, source="weights"):
-        copied = 0
-        for lp in proto.layer:
-            layer = self.layer_dict.get(lp.name)
-            if layer is None or not lp.blobs:
-                continue
-            if len(lp.blobs) != len(layer.blobs):
-                raise SiameseError(f'{source}: layer "{lp.name}" has {len(lp.blobs)} blobs in the file but '
-                                   f"{len(layer.blobs)} in the net")
-            for k, blob_proto in enumerate(lp.blobs):
-                shape = blob_proto_shape(blob_proto)
-                target = layer.blobs[k]
-                if tuple(shape) != target.shape and int(np.prod(shape)) != target.count:
-                    raise SiameseError(f'{source}: layer "{lp.name}" blob {k} has shape {list(shape)} in the file '
-                                       f"but {list(target.shape)} in the net")
-                target.from_proto(blob_proto, reshape=False)
-            copied += 1
-        if copied == 0 and self.params:
-            raise SiameseError(f"{source}: no layer of the file matches a layer with parameters in net "
-                               f'"{self.name}"; is it the weights of another net?')
+    def copy_from_proto(self, proto, source="weights", log=None):
+        """Copy the layers of NetParameter `proto` that match by name and shape; the names copied.
+
+        Logs what was copied and warns about layers ignored or left at their initial values.
+        """
+        return copy_layers(self, proto, source, log or CaffeLog())
 
     def to_proto(self, write_diff=False):
         """The NetParameter Caffe writes as a .caffemodel: every layer with its blobs."""
