@@ -143,8 +143,8 @@ def test_complete_file_warns_about_nothing(tmp_path):
 
 def test_layers_sharing_a_storage_are_loaded_through_either_name(tmp_path):
     text = NET.replace('top: "h"\n  inner', 'top: "h" param { name: "w1" } param { name: "b1" }\n  inner')
-    text += """layer { name: "ip1_p" type: "InnerProduct" bottom: "x" top: "h_p" param { name: "w1" } param { name: "b1" }
-  inner_product_param { num_output: 2 } }
+    text += """layer { name: "ip1_p" type: "InnerProduct" bottom: "x" top: "h_p"
+  param { name: "w1" } param { name: "b1" } inner_product_param { num_output: 2 } }
 layer { name: "silence" type: "Silence" bottom: "h_p" }
 """
     source = make_net(seed=1, text=text)
