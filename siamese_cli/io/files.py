@@ -49,6 +49,8 @@ def check_writable(path):
     Creates the folder as a later write would, then a scratch file in it, removed at once.
     """
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        return  # a device or pipe is written in place (atomic_path); its folder need not be writable
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=path.parent)
