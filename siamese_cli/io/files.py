@@ -81,6 +81,8 @@ def read_binary_proto(path, message):
         raise SiameseError(f"{path}: no such file") from None
     except OSError as exc:
         raise SiameseError(f"{path}: cannot read: {exc.strerror}") from None
+    except ValueError:  # a name with a NUL byte, as a corrupt .solverstate's learned_net can hold
+        raise SiameseError(f"{path!r}: not a usable file name") from None
     try:
         message.ParseFromString(payload)
     except DecodeError:

@@ -87,7 +87,7 @@ def _value(kind, token):
 
 
 def layer_blocks(text):
-    """Every `layer { }` block of a net's text (or a solver's inline nets), in order.
+    """Every `layer { }` (or V1 `layers { }`) block of a net's text or a solver's inline nets, in order.
 
     Each is a dict: "name" (str or None) and "lines" {field path inside the layer,
     e.g. ("convolution_param", "weight_filler", "type"): [line of each occurrence]}.
@@ -99,7 +99,8 @@ def layer_blocks(text):
 
     def open_block(name):
         inside_net = all(entry[0] in _NET_FIELDS for entry in stack if not entry[2])
-        block = {"name": None, "lines": {}, "depth": len(stack) + 1} if name == "layer" and inside_net else None
+        is_layer = name in ("layer", "layers") and inside_net  # `layers` in V1 nets
+        block = {"name": None, "lines": {}, "depth": len(stack) + 1} if is_layer else None
         if block is not None:
             blocks.append(block)
         stack.append([name, block, False])
