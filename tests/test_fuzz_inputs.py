@@ -112,7 +112,7 @@ def test_edited_caffemodel_fields(net, tmp_path, data):
             blob.diff.extend([1.0] * data.draw(st.integers(1, 60)))
         elif edit == "rename":
             layer.name = data.draw(st.sampled_from(["conv", "ip", "other", ""]))
-        elif edit == "drop":
+        elif edit == "drop" and layer.blobs:
             del layer.blobs[-1]
     path = tmp_path / "w.caffemodel"
     path.write_bytes(proto.SerializeToString())
@@ -165,6 +165,16 @@ def test_edited_solverstate_fields(solver, tmp_path, data):
     path = tmp_path / "s.solverstate"
     path.write_bytes(state.SerializeToString())
     expect_clean(lambda: solver[0].restore(path))
+
+
+def test_a_file_name_with_a_line_break_stays_one_line(solver, tmp_path):
+    state = caffe_pb2.SolverState.FromString(solver[1])
+    state.learned_net = "weights\nfile.caffemodel"
+    path = tmp_path / "s.solverstate"
+    path.write_bytes(state.SerializeToString())
+    with pytest.raises(SiameseError) as err:
+        solver[0].restore(path)
+    assert str(err.value) == "weights\\nfile.caffemodel: no such file"
 
 
 # ---- IDX --------------------------------------------------------------------------
