@@ -220,10 +220,12 @@ def build_parser():
 
     p = sub.add_parser("plot-features", help="scatter plot of the learned 2-D features of the test digits")
     p.add_argument("--model", default="examples/siamese/mnist_siamese.prototxt", help="deploy net .prototxt")
-    p.add_argument("--weights", help=".caffemodel (default: newest examples/siamese/mnist_siamese_iter_*.caffemodel)")
+    p.add_argument("--weights", help=".caffemodel (default: the examples/siamese/mnist_siamese_iter_N.caffemodel "
+                                     "with the highest iteration N)")
     p.add_argument("--images", help="IDX images (default: bundled MNIST test set)")
     p.add_argument("--labels", help="IDX labels (default: bundled MNIST test set)")
-    p.add_argument("--out", default="features.png", help="output picture; format by extension: png, svg, pdf")
+    p.add_argument("--out", help="output picture; format by extension: png, svg, pdf "
+                                 "(default: beside the weights, WEIGHTS_features.png)")
     p.add_argument("--show", action="store_true", help="also open a window, where there is a display")
     p.add_argument("--save-features", help="write features and labels to this .npy or .csv file")
     p.set_defaults(run=_plot_features)
@@ -253,13 +255,16 @@ def build_parser():
     p = sub.add_parser("draw-net", help="draw a net's layer graph, shared parameters marked")
     p.add_argument("net", help="net .prototxt")
     p.add_argument("out", help="output file: .png, .svg, .pdf or .dot")
-    p.add_argument("--rankdir", choices=["LR", "TB", "BT", "RL"], default="LR", help="graph direction (default LR)")
+    p.add_argument("--rankdir", choices=["auto", "LR", "TB", "BT", "RL"], default="auto",
+                   help="graph direction (default auto: top to bottom, or left to right when the graph is wider "
+                        "than deep)")
     p.add_argument("--phase", choices=["TRAIN", "TEST", "ALL"], default="ALL", help="layers of one phase (default ALL)")
     p.set_defaults(run=_draw_net)
 
     p = sub.add_parser("plot-log", help="train and test loss against iteration from a training log")
     p.add_argument("log", help="text log of `siamese train` or `caffe train`, or a --log .csv/.jsonl file")
-    p.add_argument("--out", default="loss.png", help="output picture (png, svg, pdf)")
+    p.add_argument("--out", help="output picture: png, svg, pdf (default: beside the log, LOG_loss.png; "
+                                 "train.log gives train_loss.png)")
     p.set_defaults(run=_plot_log)
 
     p = sub.add_parser("verify-data", help="check the bundled MNIST files against their SHA-256 sums")

@@ -72,6 +72,7 @@ class Solver(Snapshots):
         if sum(sources) != 1:
             raise SiameseError("the solver must name exactly one train net: net, net_param, train_net or "
                                "train_net_param")
+        path = None
         if p.HasField("train_net_param"):
             net_param = p.train_net_param
         elif p.HasField("net_param"):
@@ -81,7 +82,7 @@ class Solver(Snapshots):
             self.log(f"Creating training net from net file: {path}")
             net_param = self._read_named_net(path, "train_net" if p.HasField("train_net") else "net")
         state = p.train_state
-        return Net(net_param, phase="TRAIN", level=state.level, stages=list(state.stage), seed=self.seed)
+        return Net(net_param, phase="TRAIN", level=state.level, stages=list(state.stage), seed=self.seed, source=path)
 
     def _read_named_net(self, path, field, value=None):
         """read_net, but a missing file is said to be named by the solver (its file and line)."""
@@ -111,8 +112,11 @@ class Solver(Snapshots):
         nets = []
         for k, net_param in enumerate(params):
             state = p.test_state[k] if k < len(p.test_state) else caffe_pb2.NetState()
+            named = list(p.test_net) + ([p.net] * generic if p.HasField("net") else [])  # files, for errors
+            j = k - len(p.test_net_param)
+            source = named[j] if 0 <= j < len(named) else None
             nets.append(Net(net_param, phase="TEST", level=state.level, stages=list(state.stage),
-                            seed=self.seed + 1 + k))
+                            seed=self.seed + 1 + k, source=source))
         return nets
 
     # ---- the loop ---------------------------------------------------------------
