@@ -47,6 +47,9 @@ def _resume_command(args, state_path):
 
 def _train(args):
     """Exit status: 0 done, 2 bad input or a failed write, 3 non-finite loss, 128 + N stopped by signal N."""
+    import io
+
+    from .log import CaffeLog
     from .solvers import NonFiniteError, load_solver
     from .solvers.signals import exit_status
 
@@ -62,10 +65,11 @@ def _train(args):
     if args.snapshot:
         solver.restore(args.snapshot)
     elif args.weights:
+        quiet = CaffeLog(stream=io.StringIO())  # test nets share the train net's weights: report once
         for path in args.weights.split(","):
-            solver.net.copy_from(path)
+            solver.net.copy_from(path, log=solver.log)
             for test_net in solver.test_nets:
-                test_net.copy_from(path)
+                test_net.copy_from(path, log=quiet)
     try:
         solver.solve()
     except NonFiniteError:

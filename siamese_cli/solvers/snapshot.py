@@ -105,6 +105,8 @@ class Snapshots:
         self.iter = state.iter
         self.current_step = state.current_step
         if state.learned_net:
+            if isinstance(state.learned_net, bytes):  # protobuf hands back invalid UTF-8 as bytes
+                raise SiameseError(f"{state_path}: learned_net is not a valid file name; is the .solverstate corrupt?")
             learned = Path(state.learned_net)
             if not learned.exists() and (Path(state_path).parent / learned.name).exists():
                 learned = Path(state_path).parent / learned.name
