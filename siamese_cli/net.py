@@ -210,7 +210,7 @@ class Net:
     def _share_params(self, layer, lp, owners):
         for k, blob in enumerate(layer.blobs):
             spec = lp.param[k] if k < len(lp.param) else caffe_pb2.ParamSpec()
-            lr_mult, decay_mult = spec.lr_mult, spec.decay_mult
+            lr_mult, decay_mult = (0.0 if layer.frozen_params else spec.lr_mult), spec.decay_mult
             if not spec.name or spec.name not in owners:
                 learnable = LearnableParam(blob, spec.name or f"{lp.name}[{k}]", lr_mult, decay_mult)
                 self.learnable_params.append(learnable)

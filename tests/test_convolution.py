@@ -71,6 +71,15 @@ CASES = [
     ("num_output: 2 kernel_size: 3 stride: 1", (2, 2, 4, 20), (1, 1), (0, 0), (1, 1), 1),
     ("num_output: 4 kernel_size: 3 group: 2 pad: 1", (2, 4, 3, 18), (1, 1), (1, 1), (1, 1), 2),
     ("num_output: 3 kernel_size: 3 stride: 2 dilation: 2 pad: 1", (2, 2, 5, 40), (2, 2), (1, 1), (2, 2), 1),
+    ("num_output: 6 kernel_size: 3 group: 3 pad: 1 stride: 2", (2, 6, 4, 20), (2, 2), (1, 1), (1, 1), 3),
+    ("num_output: 8 kernel_size: 1 group: 2", (2, 4, 3, 3), (1, 1), (0, 0), (1, 1), 2),
+    # depthwise (group == channels), channel multiplier 1 and 2
+    ("num_output: 5 kernel_size: 3 group: 5 pad: 1", (2, 5, 6, 5), (1, 1), (1, 1), (1, 1), 5),
+    ("num_output: 4 kernel_size: 3 group: 4 pad: 1 stride: 2", (1, 4, 7, 6), (2, 2), (1, 1), (1, 1), 4),
+    ("num_output: 6 kernel_h: 2 kernel_w: 3 group: 3 dilation: 2 pad: 1", (2, 3, 6, 7), (1, 1), (1, 1), (2, 2), 3),
+    ("num_output: 3 kernel_size: 3 group: 3 bias_term: false", (1, 3, 5, 20), (1, 1), (0, 0), (1, 1), 3),
+    ("num_output: 4 kernel_size: 3 group: 2 pad: 1 dilation: 2", (2, 2, 4, 18), (1, 1), (1, 1), (2, 2), 2),
+    ("num_output: 3 kernel_size: 3 group: 3 stride: 2 pad: 1", (1, 3, 5, 34), (2, 2), (1, 1), (1, 1), 3),
 ]
 
 
@@ -80,7 +89,8 @@ def test_forward_matches_direct_convolution(text, shape, stride, pad, dilation, 
     x = rng.standard_normal(shape).astype(np.float32)
     layer = make(f"{text} {FILLERS}")
     _, (top,) = run(layer, x)
-    expected = reference(x, layer.blobs[0].data, layer.blobs[1].data, stride, pad, dilation, group)
+    bias = layer.blobs[1].data if len(layer.blobs) > 1 else None
+    expected = reference(x, layer.blobs[0].data, bias, stride, pad, dilation, group)
     assert top.data.dtype == np.float32
     assert top.shape == expected.shape
     np.testing.assert_allclose(top.data, expected, rtol=1e-5, atol=1e-5)
