@@ -83,6 +83,18 @@ def _verify_data(args):
     verify_mnist()
 
 
+def _upgrade_net(args):
+    from .tools.upgrade import upgrade_net_file
+
+    upgrade_net_file(args.input, args.output)
+
+
+def _upgrade_solver(args):
+    from .tools.upgrade import upgrade_solver_file
+
+    upgrade_solver_file(args.input, args.output)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="siamese",
@@ -150,6 +162,18 @@ def build_parser():
     p.add_argument("log", help="text log of `siamese train` or `caffe train`, or a --log .csv/.jsonl file")
     p.add_argument("--out", default="loss.png", help="output picture (png, svg, pdf)")
     p.set_defaults(run=_plot_log)
+
+    p = sub.add_parser("upgrade-net", help="rewrite a V0/V1 net prototxt or .caffemodel in the current format",
+                       description="Caffe's upgrade_net_proto_text/binary: text in, text out; binary in, binary out.")
+    p.add_argument("input", help="old net .prototxt or .caffemodel")
+    p.add_argument("output", help="upgraded file to write")
+    p.set_defaults(run=_upgrade_net)
+
+    p = sub.add_parser("upgrade-solver", help="rewrite a solver prototxt: solver_type enum to type string",
+                       description="Caffe's upgrade_solver_proto_text; nets written inside it are upgraded too.")
+    p.add_argument("input", help="old solver .prototxt")
+    p.add_argument("output", help="upgraded solver to write")
+    p.set_defaults(run=_upgrade_solver)
 
     p = sub.add_parser("verify-data", help="check the bundled MNIST files against their SHA-256 sums")
     p.set_defaults(run=_verify_data)

@@ -8,6 +8,7 @@ from .blob import Blob, blob_proto_shape
 from .errors import SiameseError
 from .io.files import read_binary_proto, write_bytes_atomic
 from .io.prototxt import read_net
+from .io.upgrade import read_weights
 from .layers import layer_class
 from .proto import caffe_pb2
 
@@ -376,7 +377,7 @@ class Net:
 
     def copy_from(self, path):
         """Load weights from a Caffe .caffemodel: layers matched by name, others ignored as in Caffe."""
-        proto = read_binary_proto(path, caffe_pb2.NetParameter())
+        proto = read_weights(path)
         self.copy_from_proto(proto, source=str(path))
 
     def copy_from_proto(self, proto, source="weights"):

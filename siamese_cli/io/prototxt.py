@@ -42,13 +42,21 @@ def read_text(path, message):
 
 
 def read_net(path):
-    """A NetParameter from a .prototxt file."""
-    return read_text(path, caffe_pb2.NetParameter())
+    """A NetParameter from a .prototxt file, upgraded from Caffe's V0/V1 formats when it uses them."""
+    from .upgrade import upgrade_net
+
+    net = read_text(path, caffe_pb2.NetParameter())
+    upgrade_net(net, str(path))
+    return net
 
 
 def read_solver(path):
-    """A SolverParameter from a solver .prototxt file."""
-    return read_text(path, caffe_pb2.SolverParameter())
+    """A SolverParameter from a solver .prototxt file; nets written inside it are upgraded as read_net's."""
+    from .upgrade import upgrade_solver_nets
+
+    solver = read_text(path, caffe_pb2.SolverParameter())
+    upgrade_solver_nets(solver, str(path))
+    return solver
 
 
 def to_text(message):
