@@ -11,6 +11,7 @@ import os
 import shutil
 import secrets
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -193,26 +194,58 @@ def _write_records(target, backend, force, count, record_size, header, pixels, l
     pixels(lo, hi) gives the image arrays of records lo..hi-1, concatenated along the channel
     axis; label_values holds one label byte (0..127) per record.
     """
+    with building_db(target, backend, force, size_hint=count * (record_size + 10)) as writer, \
+            Progress(count, f"create-db {target.name}") as bar:
+        for lo in range(0, count, _BATCH):
+            hi = min(lo + _BATCH, count)
+            values = _encode(pixels(lo, hi), label_values[lo:hi], header)
+            writer.put_batch(zip([b"%08d" % k for k in range(lo, hi)], values))
+            bar.update(hi - lo)
+
+
+@contextmanager
+def building_db(target, backend, force=False, size_hint=0):
+    """Yield a Writer on a hidden folder beside `target`; renamed onto `target` when the block ends cleanly.
+
+    On any error the half-built folder (and any parent folders made for it) is removed, and a
+    failed write (full disk, no permission) becomes one SiameseError naming the database.
+    """
+    target = Path(target)
+    _check_target(target, force)
     created = _missing_parents(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    built = _new_folder_beside(target, "tmp")
+    built = None
     try:
-        with Writer(built, backend, size_hint=count * (record_size + 10)) as writer, \
-                Progress(count, f"create-db {target.name}") as bar:
-            for lo in range(0, count, _BATCH):
-                hi = min(lo + _BATCH, count)
-                values = _encode(pixels(lo, hi), label_values[lo:hi], header)
-                writer.put_batch(zip([b"%08d" % k for k in range(lo, hi)], values))
-                bar.update(hi - lo)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        built = _new_folder_beside(target, "tmp")
+        with Writer(built, backend, size_hint=size_hint) as writer:
+            yield writer
         _move_into_place(built, target, force)
-    except BaseException:
-        shutil.rmtree(built, ignore_errors=True)
+    except BaseException as exc:
+        if built is not None:
+            shutil.rmtree(built, ignore_errors=True)
         for folder in created:
             try:
                 folder.rmdir()
             except OSError:
                 break
+        reason = _write_failure(exc)
+        if reason is not None:
+            raise SiameseError(f"{target}: cannot write the database: {reason}") from exc
         raise
+
+
+def _write_failure(exc):
+    """The reason text of a failed database write, or None for an exception that is not one."""
+    if isinstance(exc, SiameseError):
+        return None
+    if isinstance(exc, OSError):
+        hint = "free some space" if exc.errno == 28 else "check that the folder exists and is writable"
+        return f"{exc.strerror or exc}; {hint}"
+    module = type(exc).__module__ or ""
+    if module.startswith(("plyvel", "lmdb")):
+        detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        return f"{detail}; check free space and permissions"
+    return None
 
 
 def _check_seed(seed):
