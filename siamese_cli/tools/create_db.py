@@ -291,3 +291,83 @@ def create_example_image_dbs(backend="lmdb", force=False):
         _check_target(path, force)
     return {split: create_image_db(*mnist_files(split), path, backend=backend, force=force)
             for split, path in paths.items()}
+
+
+def load_list_images(list_file, root="", height=0, width=0, color=False, log=None):
+    """(images N x C x H x W uint8, labels, skipped list lines) of the images a Caffe list file names.
+
+    Missing or unreadable images are reported with their line and left out; the rest must
+    share one shape (give height and width to resize them).
+    """
+    from ..io.images import ImageError, read_image, read_list
+    from ..log import CaffeLog
+
+    log = log or CaffeLog()
+    entries = read_list(list_file)
+    images, labels, skipped = [], [], []
+    with Progress(len(entries), f"reading {Path(list_file).name}") as bar:
+        for line, name, label in entries:
+            path = os.path.join(root, name)
+            try:
+                pixels = read_image(path, height, width, color)
+            except ImageError as exc:
+                bar.clear()
+                log.warning(f"{list_file}:{line}: {path}: {exc}; skipped")
+                skipped.append(line)
+                bar.update(1)
+                continue
+            if not 0 <= label <= 255:
+                raise SiameseError(f"{list_file}:{line}: label {label}; pair DBs take labels 0..255")
+            if images and pixels.shape != images[0].shape:
+                raise SiameseError(f"{list_file}:{line}: {name} is {'x'.join(map(str, pixels.shape))}, the first image "
+                                   f"is {'x'.join(map(str, images[0].shape))}; give --resize HEIGHT WIDTH")
+            images.append(pixels)
+            labels.append(label)
+            bar.update(1)
+    if not images:
+        raise SiameseError(f"{list_file}: none of the {len(entries)} images could be read")
+    return np.stack(images), np.array(labels, np.int64), skipped
+
+
+def write_idx(prefix, images, labels):
+    """images (N x H x W uint8) and labels as IDX files PREFIX-images-idx3-ubyte / PREFIX-labels-idx1-ubyte."""
+    from ..io.files import write_bytes_atomic
+
+    count, height, width = images.shape
+    image_path, label_path = Path(f"{prefix}-images-idx3-ubyte"), Path(f"{prefix}-labels-idx1-ubyte")
+    header = np.array([2051, count, height, width], ">u4").tobytes()
+    write_bytes_atomic(image_path, header + images.astype(np.uint8).tobytes())
+    write_bytes_atomic(label_path, np.array([2049, count], ">u4").tobytes() + labels.astype(np.uint8).tobytes())
+    return image_path, label_path
+
+
+def create_pair_db_from_list(list_file, db_path, root="", resize=(0, 0), color=False, seed=0, backend="leveldb",
+                             force=False, balanced=False, save_idx=None):
+    """Pair records, as create_pair_db draws them, from the labelled images of a Caffe list file (`PATH LABEL`).
+
+    Images are read grey (one channel, as MNIST; `color` keeps three, BGR) and resized to
+    `resize` (height, width) when given; record channels are the two images' channels in turn.
+    `save_idx` PREFIX also writes the (grey) images and labels as IDX files for plot-features.
+    """
+    start = time.perf_counter()
+    backend = backend_name(backend)
+    seed = _check_seed(seed)
+    target = Path(db_path)
+    _check_target(target, force)
+    if save_idx and color:
+        raise SiameseError("--save-idx writes grey IDX images; drop --color or --save-idx")
+    images, labels, skipped = load_list_images(list_file, root, resize[0], resize[1], color)
+    count, channels, height, width = images.shape
+    first, second = draw_pairs(labels, np.random.default_rng(seed), balanced)
+    same = (labels[first] == labels[second]).astype(np.uint8)
+    flat = images.reshape(count, -1)
+    header = datum_header(2 * channels, height, width)
+    _write_records(target, backend, force, count, len(header) + 2 * flat.shape[1], header,
+                   lambda lo, hi: (flat[first[lo:hi]], flat[second[lo:hi]]), same)
+    note = f", {len(skipped)} images skipped" if skipped else ""
+    print(f"{target}: {count} records of {channels * 2}x{height}x{width}, {len(np.unique(labels))} classes, "
+          f"{same.mean():.2%} similar{note}, {backend}, seed {seed}, {time.perf_counter() - start:.2f} s")
+    if save_idx:
+        for path in write_idx(save_idx, images[:, 0], labels):
+            print(f"wrote {path}")
+    return count
