@@ -56,6 +56,10 @@ def read_solver(path):
 
     solver = read_text(path, caffe_pb2.SolverParameter())
     upgrade_solver_nets(solver, str(path))
+    if solver.snapshot_format == caffe_pb2.SolverParameter.HDF5:
+        from .hdf5 import h5py_module
+
+        h5py_module(f"{path}: snapshot_format: HDF5 snapshots")  # refuse now, not at the first snapshot
     return solver
 
 
