@@ -42,7 +42,10 @@ def _train(args):
 
     if args.weights and args.snapshot:
         raise SiameseError("train: give --weights or --snapshot, not both (--snapshot resumes, --weights fine-tunes)")
-    solver = load_solver(args.solver, max_iter=args.max_iter, log_path=args.log)
+    from .layers.python import module_dirs, solver_files
+
+    with module_dirs(*solver_files(args.solver)):  # Python layer modules next to the prototxt files
+        solver = load_solver(args.solver, max_iter=args.max_iter, log_path=args.log)
     if args.snapshot:
         solver.restore(args.snapshot)
     elif args.weights:
@@ -56,13 +59,19 @@ def _train(args):
 def _test(args):
     from .tools.test_net import test_net
 
-    test_net(args.model, args.weights, iterations=args.iterations, phase=args.phase)
+    from .layers.python import module_dirs
+
+    with module_dirs(args.model):
+        test_net(args.model, args.weights, iterations=args.iterations, phase=args.phase)
 
 
 def _time(args):
     from .tools.timing import time_net
 
-    time_net(args.model, weights=args.weights, iterations=args.iterations, phase=args.phase)
+    from .layers.python import module_dirs
+
+    with module_dirs(args.model):
+        time_net(args.model, weights=args.weights, iterations=args.iterations, phase=args.phase)
 
 
 def _plot_features(args):
@@ -70,6 +79,19 @@ def _plot_features(args):
 
     plot_features(model=args.model, weights=args.weights, images=args.images, labels=args.labels,
                   out=args.out, show=args.show, save_features=args.save_features)
+
+
+def _evaluate(args):
+    from .tools.evaluate import evaluate
+
+    evaluate(model=args.model, weights=args.weights, pairs=args.pairs, images=args.images, labels=args.labels,
+             json_out=args.json, plot=args.plot)
+
+
+def _export_onnx(args):
+    from .tools.export_onnx import export_onnx
+
+    export_onnx(args.model, args.weights, args.out, opset=args.opset, batch=args.batch)
 
 
 def _draw_net(args):
@@ -204,6 +226,28 @@ def build_parser():
     p.add_argument("--show", action="store_true", help="also open a window, where there is a display")
     p.add_argument("--save-features", help="write features and labels to this .npy or .csv file")
     p.set_defaults(run=_plot_features)
+
+    p = sub.add_parser("evaluate", help="pair (ROC AUC, EER) and retrieval (MAP@R, P@1) metrics of an embedding",
+                       description="Embed the pairs of a pair DB and the labelled images with the deploy net; print "
+                                   "one metric per line (and write them to --json).")
+    p.add_argument("--model", default="examples/siamese/mnist_siamese.prototxt", help="deploy net .prototxt")
+    p.add_argument("--weights", help=".caffemodel (default: newest examples/siamese/mnist_siamese_iter_*.caffemodel)")
+    p.add_argument("--pairs", help="pair DB of two-image Datums (default: examples/siamese/mnist_siamese_test_leveldb)")
+    p.add_argument("--images", help="IDX images (default: bundled MNIST test set)")
+    p.add_argument("--labels", help="IDX labels (default: bundled MNIST test set)")
+    p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.add_argument("--plot", help="ROC curve and pair-distance histograms to this picture (png, svg, pdf)")
+    p.set_defaults(run=_evaluate)
+
+    p = sub.add_parser("export-onnx", help="write a deploy net with its weights as an ONNX model",
+                       description="Map each layer of a deploy net to ONNX operators (needs the onnx extra: "
+                                   'pip install -e ".[onnx]").')
+    p.add_argument("--model", required=True, help="deploy net .prototxt")
+    p.add_argument("--weights", required=True, help=".caffemodel weights")
+    p.add_argument("--out", required=True, help="output .onnx file")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset version (default 17)")
+    p.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
+    p.set_defaults(run=_export_onnx)
 
     p = sub.add_parser("draw-net", help="draw a net's layer graph, shared parameters marked")
     p.add_argument("net", help="net .prototxt")

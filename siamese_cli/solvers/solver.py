@@ -62,7 +62,7 @@ class Solver:
             seed = int(np.random.SeedSequence().entropy % (2**31))
             self.log(f"random_seed not set; using {seed} (set random_seed in the solver to repeat this run)")
         self.seed = seed
-        if param.solver_mode == caffe_pb2.SolverParameter.GPU:
+        if param.HasField("solver_mode") and param.solver_mode == caffe_pb2.SolverParameter.GPU:
             self.log("solver_mode GPU requested; this toolkit computes on the CPU")
         self.net = self._train_net()
         self.test_nets = self._test_nets()
@@ -113,8 +113,11 @@ class Solver:
         return nets
 
     # ---- the loop ---------------------------------------------------------------
-    def solve(self, handle_signals=True):
-        """Train from the current iteration to max_iter, then snapshot and test as Caffe does."""
+    def solve(self, handle_signals=True, close=True):
+        """Train from the current iteration to max_iter, then snapshot and test as Caffe does.
+
+        With close=False the nets stay open (their data readers too) for use after training.
+        """
         p = self.param
         self.log(f"Solving {self.net.name}")
         self.log(f"Learning Rate Policy: {p.lr_policy}")
@@ -145,7 +148,8 @@ class Solver:
                     signal.signal(sig, handler)
             if self.train_log:
                 self.train_log.close()
-            self.close()
+            if close:
+                self.close()
 
     def step(self, iters, bar=None):
         p = self.param
