@@ -347,7 +347,7 @@ def create_pair_db_from_list(list_file, db_path, root="", resize=(0, 0), color=F
 
     Images are read grey (one channel, as MNIST; `color` keeps three, BGR) and resized to
     `resize` (height, width) when given; record channels are the two images' channels in turn.
-    `save_idx` PREFIX also writes the (grey) images and labels as IDX files for plot-features.
+    `save_idx` PREFIX also writes the (grey) images and labels, shuffled, as IDX files for plot-features.
     """
     start = time.perf_counter()
     backend = backend_name(backend)
@@ -367,7 +367,8 @@ def create_pair_db_from_list(list_file, db_path, root="", resize=(0, 0), color=F
     note = f", {len(skipped)} images skipped" if skipped else ""
     print(f"{target}: {count} records of {channels * 2}x{height}x{width}, {len(np.unique(labels))} classes, "
           f"{same.mean():.2%} similar{note}, {backend}, seed {seed}, {time.perf_counter() - start:.2f} s")
-    if save_idx:
-        for path in write_idx(save_idx, images[:, 0], labels):
+    if save_idx:  # in a seeded random order, so that any half of the file holds every class
+        order = np.random.default_rng([seed, 1]).permutation(count)
+        for path in write_idx(save_idx, images[order, 0], labels[order]):
             print(f"wrote {path}")
     return count
