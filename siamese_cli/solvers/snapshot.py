@@ -76,7 +76,11 @@ class Snapshots:
             if error is not None:
                 raise error
         if self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5:
-            self.log.warning("snapshot_format HDF5 is not supported; writing BINARYPROTO")
+            from ..io import hdf5
+
+            model_path, state_path = hdf5.snapshot(self)
+            self.last_snapshot = state_path
+            return model_path, state_path
         model_path, state_path = self.snapshot_paths()
         self.log(f"Snapshotting to binary proto file {model_path}")
         model_bytes = self.net.to_proto(self.param.snapshot_diff).SerializeToString()
@@ -91,8 +95,11 @@ class Snapshots:
         """Resume from a .solverstate: iteration, lr step, history, and the weights it names."""
         self.log(f"Restoring previous solver status from {state_path}")
         if str(state_path).endswith(".h5"):
-            raise SiameseError(f"{state_path}: HDF5 solver states are not supported; use a .solverstate file")
-        state = read_binary_proto(state_path, caffe_pb2.SolverState())
+            from ..io.hdf5 import read_solver_state
+
+            state = read_solver_state(state_path)
+        else:
+            state = read_binary_proto(state_path, caffe_pb2.SolverState())
         if len(state.history) != len(self.history):
             raise SiameseError(f"{state_path}: {len(state.history)} history blobs, but this solver ({self.type}) "
                                f"for this net needs {len(self.history)}; is it the state of another net or solver?")
