@@ -14,12 +14,17 @@ def make(type_name, text="", phase="TEST", seed=0):
     return layer_class(type_name)(param, phase=phase, rng=np.random.default_rng(seed))
 
 
-def run(layer, *arrays, num_top=1):
-    """Set up `layer` on bottoms holding `arrays`, run forward: (bottom blobs, top blobs)."""
-    bottom = make_blobs(*arrays)
-    top = [Blob() for _ in range(num_top)]
+def setup_forward(layer, bottom, top=None, num_top=1):
+    """Check counts, set up, reshape and run `layer` forward on Blobs `bottom`; the top Blobs."""
+    top = top if top is not None else [Blob() for _ in range(num_top)]
     layer.check_counts(bottom, top)
     layer.setup(bottom, top)
     layer.reshape(bottom, top)
     layer.forward(bottom, top)
-    return bottom, top
+    return top
+
+
+def run(layer, *arrays, num_top=1):
+    """Set up `layer` on bottoms holding `arrays`, run forward: (bottom blobs, top blobs)."""
+    bottom = make_blobs(*arrays)
+    return bottom, setup_forward(layer, bottom, num_top=num_top)
