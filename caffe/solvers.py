@@ -4,6 +4,7 @@ import os
 from siamese_cli.io.prototxt import read_solver
 from siamese_cli.layers.python import module_dirs, solver_files
 from siamese_cli.solvers import SOLVERS, make_solver
+from siamese_cli.solvers.checks import check_solver_fields
 
 from . import _mode
 from .pycaffe import Net
@@ -19,7 +20,11 @@ class Solver:
         param = read_solver(path)
         seed = _mode.next_seed() if param.random_seed < 0 else None
         with module_dirs(*solver_files(path)):
-            self._solver = SOLVERS[self.type](param, seed=seed) if self.type else make_solver(param, seed=seed)
+            if self.type:  # caffe.SGDSolver(path) uses SGD whatever the file names, as pycaffe does
+                check_solver_fields(param, path)
+                self._solver = SOLVERS[self.type](param, seed=seed, source=path)
+            else:
+                self._solver = make_solver(param, seed=seed, source=path)
         self.net = Net.wrap(self._solver.net)
         self.test_nets = [Net.wrap(net) for net in self._solver.test_nets]
 

@@ -44,6 +44,9 @@ def parse_args(argv):
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--workdir", help="folder for the benchmark DBs (default: a temporary folder)")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--zoo", nargs="*", metavar="NET",
+                        help="instead: forward time of model-zoo nets (default resnet50 googlenet mobilenet) "
+                             "at batch 1 and 10, beside PyTorch")
     parser.add_argument("--memory-child", nargs=3, metavar=("TRAIN_DB", "TEST_DB", "ITERS"),
                         help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -534,8 +537,18 @@ def main(argv=None):
         train_db, test_db, iterations = args.memory_child
         memory_child(train_db, test_db, int(iterations))
         return None
-    results = run(args)
-    report(results)
+    if args.zoo is not None:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from bench_zoo import ZOO_NETS, report_zoo, run_zoo
+
+        blas_threads = blas_info()[2]
+        results = run_zoo(args.zoo or ZOO_NETS, (1,) if args.quick else (1, 10), args.iterations or (2 if args.quick else 10),
+                          args.rounds or (1 if args.quick else 3), blas_threads or args.threads or os.cpu_count(),
+                          with_torch=not args.no_torch)
+        report_zoo(results, sys.stdout)
+    else:
+        results = run(args)
+        report(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return results
