@@ -43,7 +43,9 @@ def test_quick_benchmark_reports_every_figure(tmp_path, capsys):
     assert results["gflop_per_iteration"] == pytest.approx((FORWARD + BACKWARD) / 1e9)
     assert fields["work per iteration"].startswith(f"{(FORWARD + BACKWARD) / 1e9:.3f} GFLOP")
     assert results["iteration_ms"] > 0 and len(results["iteration_ms_rounds"]) == 1
-    assert 0 < results["fraction_of_peak"] < 1.5
+    # A units check only: on a busy machine the two-thread matmul peak collapses while the towers,
+    # one thread each, do not, so the fraction can exceed 1.
+    assert 0 < results["fraction_of_peak"] < 10
     assert 50 << 20 < results["peak_memory_bytes"] < 4 << 30
     layers = [layer["name"] for layer in results["layers"]]
     assert layers[:3] == ["pair_data", "slice_pair", "conv1"] and layers[-1] == "loss"
