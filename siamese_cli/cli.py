@@ -31,19 +31,22 @@ def _create_db(args):
 
 
 def _train(args):
+    from .parallel import data_parallel
     from .solvers import load_solver
 
     if args.weights and args.snapshot:
         raise SiameseError("train: give --weights or --snapshot, not both (--snapshot resumes, --weights fine-tunes)")
-    solver = load_solver(args.solver, max_iter=args.max_iter, log_path=args.log)
-    if args.snapshot:
-        solver.restore(args.snapshot)
-    elif args.weights:
-        for path in args.weights.split(","):
-            solver.net.copy_from(path)
-            for test_net in solver.test_nets:
-                test_net.copy_from(path)
-    solver.solve()
+    with data_parallel(args.mpi, debug=args.debug) as ranks:  # one process, or MPI ranks under mpiexec
+        solver = load_solver(args.solver, max_iter=args.max_iter, log_path=args.log if ranks.is_root else None,
+                             log=ranks.log, parallel=ranks)
+        if args.snapshot:
+            solver.restore(args.snapshot)
+        elif args.weights:
+            for path in args.weights.split(","):
+                solver.net.copy_from(path)
+                for test_net in solver.test_nets:
+                    test_net.copy_from(path)
+        ranks.solve(solver)
 
 
 def _test(args):
@@ -113,6 +116,9 @@ def build_parser():
     p.add_argument("--snapshot", help="resume from this .solverstate")
     p.add_argument("--max-iter", type=int, help="override the solver's max_iter (a shorter run)")
     p.add_argument("--log", help="also write train/test outputs per iteration to this .csv or .jsonl file")
+    p.add_argument("--mpi", action="store_true", default=None,
+                   help="data-parallel over MPI ranks (mpiexec -n N siamese train ...; automatic under mpiexec "
+                        "with N > 1); needs pip install -e \".[mpi]\"")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("test", help="score a model: mean of each output over N batches (caffe test)")

@@ -85,13 +85,14 @@ class _Feed:
         self.depth = depth
         self.seed = seed
         self.first_record = first_record
+        self.shard = (0, 1)  # (rank, count): keep the records whose position % count == rank
         self.shape = transformer.shape
         self._thread = None
         self._error = None
 
     def start(self, batch):
         self.reader.rewind()
-        self.reader.skip(self.first_record + batch * self.batch_size)
+        self.reader.skip(self.first_record + batch * self.batch_size * self.shard[1])
         self._queue = queue.Queue(self.depth)
         self._stop = threading.Event()
         self._error = None
@@ -100,7 +101,8 @@ class _Feed:
         self._thread.start()
 
     def _make(self, batch):
-        records = self.reader.take(self.batch_size)
+        rank, count = self.shard
+        records = self.reader.take(self.batch_size * count)[rank::count]
         data, labels = decode_batch(records, self.shape, self.reader.path)
         rng = np.random.default_rng([self.seed, batch]) if self.transformer.needs_rng else None
         return self.transformer(data, rng), labels
@@ -226,6 +228,27 @@ class Data(Layer):
     def skip_batches(self, count):
         """Pass over the next `count` batches without computing them (the solver's resume hook)."""
         self.seek(self.batches_served + int(count))
+
+    @property
+    def first_record(self):
+        """Where the layer's record stream starts (the rand_skip draw)."""
+        return self._feed.first_record
+
+    def shard(self, rank, count, first_record=None):
+        """Keep only the records whose position in the stream modulo `count` is `rank`.
+
+        For data-parallel training: `count` such layers, one per rank, together read the records
+        one layer of count x batch_size reads, batch for batch. first_record: where the stream
+        starts (rank 0's rand_skip, so that every rank cuts the same stream). Keeps the batch count.
+        """
+        if not 0 <= rank < count:
+            raise self.error(f"record filter rank {rank} of {count}: the rank must be in [0, {count})")
+        if not self._feed.stop():
+            raise self.error("the prefetch thread did not stop")
+        self._feed.shard = (int(rank), int(count))
+        if first_record is not None:
+            self._feed.first_record = int(first_record)
+        self.seek(self.batches_served)
 
     def close(self):
         """Stop the prefetch thread and release the database (idempotent)."""

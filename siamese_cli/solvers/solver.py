@@ -17,6 +17,7 @@ from ..io.files import read_binary_proto, write_bytes_atomic
 from ..io.prototxt import read_net
 from ..log import CaffeLog, fmt, output_line
 from ..net import Net
+from ..parallel import SingleProcess
 from ..progress import Progress
 from ..proto import caffe_pb2
 from .lr_policies import learning_rate
@@ -50,8 +51,9 @@ class Solver:
     type = None
     history_sets = 1  # history blobs per learnable param (AdaDelta and Adam keep two)
 
-    def __init__(self, param, log=None, log_path=None, seed=None):
+    def __init__(self, param, log=None, log_path=None, seed=None, parallel=None):
         self.param = param
+        self.parallel = parallel or SingleProcess()  # data-parallel hooks (parallel/)
         self.log = log or CaffeLog()
         self.train_log = TrainLog(log_path) if log_path else None
         self.iter = 0
@@ -61,7 +63,7 @@ class Solver:
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**31))
             self.log(f"random_seed not set; using {seed} (set random_seed in the solver to repeat this run)")
-        self.seed = seed
+        self.seed = seed + self.parallel.rank  # as Caffe's Solver::Init: one random stream per rank
         if param.solver_mode == caffe_pb2.SolverParameter.GPU:
             self.log("solver_mode GPU requested; this toolkit computes on the CPU")
         self.net = self._train_net()
@@ -163,6 +165,7 @@ class Solver:
             for _ in range(p.iter_size):
                 loss += self.net.forward_backward()
             loss /= p.iter_size
+            loss, self.requested = self.parallel.reduce_gradients(self.net.learnable_params, loss, self.requested)
             self._update_smoothed_loss(loss, start_iter)
             if self.train_log:
                 self.train_log.write("train", self.iter, "loss", loss)
@@ -214,7 +217,7 @@ class Solver:
         net = self.test_nets[k]
         iterations = self.param.test_iter[k]
         self.log(f"Iteration {self.iter}, Testing net (#{k})")
-        loss, means = net.mean_outputs(iterations, after_batch=lambda i: self.requested == "stop")
+        loss, means = self.parallel.mean_outputs(net, iterations, after_batch=lambda i: self.requested == "stop")
         if self.param.test_compute_loss:
             self.log(f"Test loss: {fmt(loss / iterations)}")
         self._log_outputs("Test", net, means)
@@ -285,6 +288,8 @@ class Solver:
         if self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5:
             self.log.warning("snapshot_format HDF5 is not supported; writing BINARYPROTO")
         model_path, state_path = self.snapshot_paths()
+        if not self.parallel.is_root:  # every rank holds the same state; the root writes it
+            return model_path, state_path
         self.log(f"Snapshotting to binary proto file {model_path}")
         write_bytes_atomic(model_path, self.net.to_proto(self.param.snapshot_diff).SerializeToString())
         self.log(f"Snapshotting solver state to binary proto file {state_path}")
