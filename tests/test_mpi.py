@@ -127,3 +127,19 @@ def test_a_leveldb_another_process_holds_is_read_through_a_private_copy(tmp_path
         assert not os.path.exists(view)
     finally:
         holder.communicate("")
+
+
+def test_bench_scaling_model_of_a_ring_allreduce():
+    """scripts/bench.py --mpi: at 2 ranks the model gives back the measured allreduce; at N it is
+    2(N-1) latencies plus 2(N-1)/N of the buffer at the measured bandwidth."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench", Path(__file__).parent.parent / "scripts" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    comm, speedup = bench.scaling_model(compute_ms=20.0, allreduce_ms=1.01, latency_ms=0.01, nbytes=1000, ranks=2)
+    assert comm == pytest.approx(1.01) and speedup == pytest.approx(2 * 20 / 21.01)
+    comm, speedup = bench.scaling_model(compute_ms=20.0, allreduce_ms=1.01, latency_ms=0.01, nbytes=1000, ranks=64)
+    assert comm == pytest.approx(2 * 63 * 0.01 + 2 * 63 / 64 * 1.0)
+    assert speedup == pytest.approx(64 * 20 / (20 + comm))
