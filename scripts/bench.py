@@ -446,9 +446,10 @@ def _mpi_round(command, threads):
 
 def scaling_model(compute_ms, allreduce_ms, latency_ms, nbytes, ranks):
     """Weak scaling (batch per rank fixed) with a ring Allreduce: 2(N-1) steps of latency, and each rank
-    sends and receives 2(N-1)/N of the buffer. The bandwidth and the latency come from the 2-rank
-    measurement (there: 1 step, the whole buffer once each way). Speed-up over one rank: N t_c / t_N."""
-    seconds_per_byte = max(allreduce_ms - latency_ms, 0.0) / nbytes
+    sends and receives 2(N-1)/N of the buffer. The latency is that of a 4-byte allreduce on 2 ranks, the
+    bandwidth what is left of the 2-rank allreduce (2 steps, the whole buffer) after 2 latencies.
+    Speed-up over one rank: N t_c / t_N."""
+    seconds_per_byte = max(allreduce_ms - 2 * latency_ms, 0.0) / nbytes
     comm = 2 * (ranks - 1) * latency_ms + 2 * (ranks - 1) / ranks * nbytes * seconds_per_byte
     return comm, ranks * compute_ms / (compute_ms + comm)
 
