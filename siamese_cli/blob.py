@@ -1,6 +1,7 @@
 """Blob: the unit of storage that flows through a net (Caffe's Blob, without the GPU half)."""
 import numpy as np
 
+from .errors import SiameseError
 from .proto import caffe_pb2
 
 
@@ -38,15 +39,18 @@ class Blob:
     def to_proto(self, write_diff=False):
         return array_to_proto(self.data, self.diff if write_diff else None)
 
-    def from_proto(self, proto, reshape=True):
-        """Load data (and diff, if present) from a BlobProto; legacy 4-D shapes are accepted."""
-        shape = blob_proto_shape(proto)
+    def from_proto(self, proto, reshape=True, where="blob"):
+        """Load data (and diff, if present) from a BlobProto; legacy 4-D shapes are accepted.
+
+        Without `reshape` the proto must hold exactly this blob's count of values.
+        `where` names the proto in errors (a file and a layer).
+        """
+        shape, data, diff = proto_values(proto, where)
         if reshape:
             self.reshape(shape)
-        elif int(np.prod(shape)) != self.count:
-            raise ValueError(f"shape mismatch: file has {list(shape)}, blob is {list(self.shape)}")
-        self.data[...] = proto_array(proto, "data").reshape(self.shape)
-        diff = proto_array(proto, "diff")
+        elif data.size != self.count:
+            raise SiameseError(f"{where} has shape {list(shape)} but the blob is {list(self.shape)}")
+        self.data[...] = data.reshape(self.shape)
         if diff.size:
             self.diff[...] = diff.reshape(self.shape)
 
@@ -67,6 +71,25 @@ def blob_proto_shape(proto):
     if proto.num or proto.channels or proto.height or proto.width:
         return (proto.num, proto.channels, proto.height, proto.width)
     return (len(proto.data) or len(proto.double_data),)
+
+
+def proto_values(proto, where="blob"):
+    """(shape, data, diff) of a BlobProto, checked: data fills the shape exactly, diff is empty or does too."""
+    shape = blob_proto_shape(proto)
+    if any(d < 0 for d in shape):
+        raise SiameseError(f"{where} has a negative dimension in its shape {list(shape)}; the file is corrupt")
+    need = 1
+    for d in shape:
+        need *= d
+    data = proto_array(proto, "data")
+    if data.size != need:
+        raise SiameseError(f"{where} holds {data.size} values but its shape {list(shape)} needs {need}; "
+                           "the file is cut short or corrupt")
+    diff = proto_array(proto, "diff")
+    if diff.size and diff.size != need:
+        raise SiameseError(f"{where} holds {diff.size} diff values but its shape {list(shape)} needs {need}; "
+                           "the file is corrupt")
+    return shape, data, diff
 
 
 def proto_array(proto, field):

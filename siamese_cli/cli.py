@@ -4,6 +4,7 @@ Each subcommand parses its flags and makes one or two API calls; anything it doe
 a script can do with the same calls.
 """
 import argparse
+import shlex
 import sys
 import traceback
 
@@ -30,15 +31,37 @@ def _create_db(args):
                                  force=args.force, balanced=args.balanced)
 
 
+def _gpu_notice(args):
+    if getattr(args, "gpu", None) is not None:
+        print(f"note: -gpu {args.gpu} ignored: this toolkit computes on the CPU", file=sys.stderr)
+
+
+def _resume_command(args, state_path):
+    words = ["siamese", "train", "--solver", args.solver, "--snapshot", state_path]
+    if args.max_iter is not None:
+        words += ["--max-iter", str(args.max_iter)]
+    if args.log:
+        words += ["--log", args.log]
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
 def _train(args):
+    """Exit status: 0 done, 2 bad input or a failed write, 3 non-finite loss, 128 + N stopped by signal N."""
     from .parallel import data_parallel
-    from .solvers import load_solver
+    from .solvers import NonFiniteError, load_solver
+    from .solvers.signals import exit_status
 
     if args.weights and args.snapshot:
         raise SiameseError("train: give --weights or --snapshot, not both (--snapshot resumes, --weights fine-tunes)")
+    from .layers.python import module_dirs, solver_files
+
+    _gpu_notice(args)
     with data_parallel(args.mpi, debug=args.debug) as ranks:  # one process, or MPI ranks under mpiexec
-        solver = load_solver(args.solver, max_iter=args.max_iter, log_path=args.log if ranks.is_root else None,
-                             log=ranks.log, parallel=ranks)
+        with module_dirs(*solver_files(args.solver)):  # Python layer modules next to the prototxt files
+            # The solver checks that --log can be written before it builds the nets.
+            solver = load_solver(args.solver, max_iter=args.max_iter, log_path=args.log if ranks.is_root else None,
+                                 allow_nan=args.allow_nan, snapshot_on_stop=args.snapshot_on_stop, log=ranks.log,
+                                 parallel=ranks)
         if args.snapshot:
             solver.restore(args.snapshot)
         elif args.weights:
@@ -46,19 +69,62 @@ def _train(args):
                 solver.net.copy_from(path)
                 for test_net in solver.test_nets:
                     test_net.copy_from(path)
-        ranks.solve(solver)
+        try:
+            ranks.solve(solver)
+        except NonFiniteError:
+            raise
+        except SiameseError as exc:
+            if solver.last_snapshot:
+                raise type(exc)(f"{exc}; resume from the last complete snapshot with: "
+                                f"{_resume_command(args, solver.last_snapshot)}") from exc
+            raise
+    if solver.stop_signal is None or not ranks.is_root:
+        return 0 if solver.stop_signal is None else exit_status(solver.stop_signal)
+    if solver.last_snapshot:
+        print(f"Stopped by signal; resume with: {_resume_command(args, solver.last_snapshot)}", file=sys.stderr)
+    else:
+        print("Stopped by signal; no snapshot was written (snapshot_after_train is false: add "
+              "--snapshot-on-stop to write one on a stop)", file=sys.stderr)
+    return exit_status(solver.stop_signal)
 
 
 def _test(args):
     from .tools.test_net import test_net
 
-    test_net(args.model, args.weights, iterations=args.iterations, phase=args.phase)
+    from .layers.python import module_dirs
+
+    _gpu_notice(args)
+    with module_dirs(args.model):
+        test_net(args.model, args.weights, iterations=args.iterations, phase=args.phase)
 
 
 def _time(args):
     from .tools.timing import time_net
 
-    time_net(args.model, weights=args.weights, iterations=args.iterations, phase=args.phase)
+    from .layers.python import module_dirs
+
+    _gpu_notice(args)
+    with module_dirs(args.model):
+        time_net(args.model, weights=args.weights, iterations=args.iterations, phase=args.phase)
+
+
+def _count(text, least):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+    return value
+
+
+def positive_int(text):
+    """argparse type: a whole number above 0 (`--iterations 0` is refused at the command line)."""
+    return _count(text, 1)
+
+
+def non_negative_int(text):
+    return _count(text, 0)
 
 
 def _plot_features(args):
@@ -66,6 +132,19 @@ def _plot_features(args):
 
     plot_features(model=args.model, weights=args.weights, images=args.images, labels=args.labels,
                   out=args.out, show=args.show, save_features=args.save_features)
+
+
+def _evaluate(args):
+    from .tools.evaluate import evaluate
+
+    evaluate(model=args.model, weights=args.weights, pairs=args.pairs, images=args.images, labels=args.labels,
+             json_out=args.json, plot=args.plot)
+
+
+def _export_onnx(args):
+    from .tools.export_onnx import export_onnx
+
+    export_onnx(args.model, args.weights, args.out, opset=args.opset, batch=args.batch)
 
 
 def _draw_net(args):
@@ -111,54 +190,94 @@ def build_parser():
 
     p = sub.add_parser("train", help="train a net with a solver prototxt (caffe train)",
                        description="Run the solver: test, display, snapshot as Caffe does, with Caffe's log lines.")
-    p.add_argument("--solver", required=True, help="solver .prototxt")
-    p.add_argument("--weights", help="start from these .caffemodel weights (comma-separated for several)")
-    p.add_argument("--snapshot", help="resume from this .solverstate")
-    p.add_argument("--max-iter", type=int, help="override the solver's max_iter (a shorter run)")
-    p.add_argument("--log", help="also write train/test outputs per iteration to this .csv or .jsonl file")
+    # Caffe's own spellings (-solver, -weights, ...) are accepted beside ours.
+    p.add_argument("--solver", "-solver", required=True, help="solver .prototxt")
+    p.add_argument("--weights", "-weights", help="start from these .caffemodel weights (comma-separated for several)")
+    p.add_argument("--snapshot", "-snapshot", help="resume from this .solverstate")
+    p.add_argument("--max-iter", type=non_negative_int, help="override the solver's max_iter (a shorter run)")
+    p.add_argument("--log", help="also write train/test outputs per iteration to this .csv or .jsonl file "
+                                 "(appended to when resuming with --snapshot)")
+    p.add_argument("--allow-nan", action="store_true",
+                   help="train on through a NaN/inf loss as Caffe does (by default training stops, exit 3)")
+    p.add_argument("--snapshot-on-stop", action="store_true",
+                   help="snapshot on SIGINT/SIGTERM even when the solver sets snapshot_after_train: false")
+    p.add_argument("--gpu", "-gpu", metavar="ID", help="accepted for Caffe's command lines; the CPU is used")
     p.add_argument("--mpi", action="store_true", default=None,
                    help="data-parallel over MPI ranks (mpiexec -n N siamese train ...; automatic under mpiexec "
                         "with N > 1); needs pip install -e \".[mpi]\"")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("test", help="score a model: mean of each output over N batches (caffe test)")
-    p.add_argument("--model", required=True, help="net .prototxt")
-    p.add_argument("--weights", required=True, help=".caffemodel weights")
-    p.add_argument("--iterations", type=int, default=50, help="batches to run (default 50)")
-    p.add_argument("--phase", choices=["TRAIN", "TEST"], default="TEST", help="net phase (default TEST)")
+    p.add_argument("--model", "-model", required=True, help="net .prototxt")
+    p.add_argument("--weights", "-weights", required=True, help=".caffemodel weights")
+    p.add_argument("--iterations", "-iterations", type=positive_int, default=50, help="batches to run (default 50)")
+    p.add_argument("--phase", "-phase", choices=["TRAIN", "TEST"], default="TEST", help="net phase (default TEST)")
+    p.add_argument("--gpu", "-gpu", metavar="ID", help="accepted for Caffe's command lines; the CPU is used")
     p.set_defaults(run=_test)
 
     p = sub.add_parser("time", help="per-layer forward/backward timing (caffe time)")
-    p.add_argument("--model", required=True, help="net .prototxt")
-    p.add_argument("--weights", help="optional .caffemodel weights")
-    p.add_argument("--iterations", type=int, default=50, help="forward-backward passes (default 50)")
-    p.add_argument("--phase", choices=["TRAIN", "TEST"], default="TRAIN", help="net phase (default TRAIN)")
+    p.add_argument("--model", "-model", required=True, help="net .prototxt")
+    p.add_argument("--weights", "-weights", help="optional .caffemodel weights")
+    p.add_argument("--iterations", "-iterations", type=positive_int, default=50,
+                   help="forward-backward passes (default 50)")
+    p.add_argument("--phase", "-phase", choices=["TRAIN", "TEST"], default="TRAIN", help="net phase (default TRAIN)")
+    p.add_argument("--gpu", "-gpu", metavar="ID", help="accepted for Caffe's command lines; the CPU is used")
     p.set_defaults(run=_time)
 
     p = sub.add_parser("plot-features", help="scatter plot of the learned 2-D features of the test digits")
     p.add_argument("--model", default="examples/siamese/mnist_siamese.prototxt", help="deploy net .prototxt")
-    p.add_argument("--weights", help=".caffemodel (default: newest examples/siamese/mnist_siamese_iter_*.caffemodel)")
+    p.add_argument("--weights", help=".caffemodel (default: the examples/siamese/mnist_siamese_iter_N.caffemodel "
+                                     "with the highest iteration N)")
     p.add_argument("--images", help="IDX images (default: bundled MNIST test set)")
     p.add_argument("--labels", help="IDX labels (default: bundled MNIST test set)")
-    p.add_argument("--out", default="features.png", help="output picture; format by extension: png, svg, pdf")
+    p.add_argument("--out", help="output picture; format by extension: png, svg, pdf "
+                                 "(default: beside the weights, WEIGHTS_features.png)")
     p.add_argument("--show", action="store_true", help="also open a window, where there is a display")
     p.add_argument("--save-features", help="write features and labels to this .npy or .csv file")
     p.set_defaults(run=_plot_features)
 
+    p = sub.add_parser("evaluate", help="pair (ROC AUC, EER) and retrieval (MAP@R, P@1) metrics of an embedding",
+                       description="Embed the pairs of a pair DB and the labelled images with the deploy net; print "
+                                   "one metric per line (and write them to --json).")
+    p.add_argument("--model", default="examples/siamese/mnist_siamese.prototxt", help="deploy net .prototxt")
+    p.add_argument("--weights", help=".caffemodel (default: newest examples/siamese/mnist_siamese_iter_*.caffemodel)")
+    p.add_argument("--pairs", help="pair DB of two-image Datums (default: examples/siamese/mnist_siamese_test_leveldb)")
+    p.add_argument("--images", help="IDX images (default: bundled MNIST test set)")
+    p.add_argument("--labels", help="IDX labels (default: bundled MNIST test set)")
+    p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.add_argument("--plot", help="ROC curve and pair-distance histograms to this picture (png, svg, pdf)")
+    p.set_defaults(run=_evaluate)
+
+    p = sub.add_parser("export-onnx", help="write a deploy net with its weights as an ONNX model",
+                       description="Map each layer of a deploy net to ONNX operators (needs the onnx extra: "
+                                   'pip install -e ".[onnx]").')
+    p.add_argument("--model", required=True, help="deploy net .prototxt")
+    p.add_argument("--weights", required=True, help=".caffemodel weights")
+    p.add_argument("--out", required=True, help="output .onnx file")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset version (default 17)")
+    p.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
+    p.set_defaults(run=_export_onnx)
+
     p = sub.add_parser("draw-net", help="draw a net's layer graph, shared parameters marked")
     p.add_argument("net", help="net .prototxt")
     p.add_argument("out", help="output file: .png, .svg, .pdf or .dot")
-    p.add_argument("--rankdir", choices=["LR", "TB", "BT", "RL"], default="LR", help="graph direction (default LR)")
+    p.add_argument("--rankdir", choices=["auto", "LR", "TB", "BT", "RL"], default="auto",
+                   help="graph direction (default auto: top to bottom, or left to right when the graph is wider "
+                        "than deep)")
     p.add_argument("--phase", choices=["TRAIN", "TEST", "ALL"], default="ALL", help="layers of one phase (default ALL)")
     p.set_defaults(run=_draw_net)
 
     p = sub.add_parser("plot-log", help="train and test loss against iteration from a training log")
     p.add_argument("log", help="text log of `siamese train` or `caffe train`, or a --log .csv/.jsonl file")
-    p.add_argument("--out", default="loss.png", help="output picture (png, svg, pdf)")
+    p.add_argument("--out", help="output picture: png, svg, pdf (default: beside the log, LOG_loss.png; "
+                                 "train.log gives train_loss.png)")
     p.set_defaults(run=_plot_log)
 
     p = sub.add_parser("verify-data", help="check the bundled MNIST files against their SHA-256 sums")
     p.set_defaults(run=_verify_data)
+    for command in sub.choices.values():  # --debug after the command too; SUPPRESS keeps one given before
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the full traceback on errors")
     return parser
 
 
@@ -166,7 +285,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.run(args)
+        status = args.run(args)
     except SiameseError as exc:
         if args.debug:
             traceback.print_exc()
@@ -180,4 +299,4 @@ def main(argv=None):
             traceback.print_exc()
         print(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
-    return 0
+    return status if isinstance(status, int) else 0  # a command may return its exit status (train does)

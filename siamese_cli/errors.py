@@ -8,3 +8,7 @@ class SiameseError(Exception):
     """
 
     exit_code = 2
+
+    def __str__(self):
+        # A file name read from a file may hold a line break; the message stays one line whatever it quotes.
+        return super().__str__().replace("\r", "\\r").replace("\n", "\\n")

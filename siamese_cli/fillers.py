@@ -8,6 +8,9 @@ import numpy as np
 from .errors import SiameseError
 
 
+KINDS = ("constant", "uniform", "gaussian", "xavier", "msra", "positive_unitball", "bilinear")
+
+
 def _fans(shape):
     count = int(np.prod(shape))
     fan_in = count // shape[0] if len(shape) > 0 and shape[0] else count

@@ -4,12 +4,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .blob import Blob, blob_proto_shape
+from .blob import Blob
 from .errors import SiameseError
 from .io.files import read_binary_proto, write_bytes_atomic
-from .io.prototxt import read_net
+from .fillers import KINDS as FILLER_KINDS
+from .io.prototxt import field_line, read_net
 from .layers import layer_class
+from .log import CaffeLog
 from .proto import caffe_pb2
+from .splits import insert_splits
+from .weights import copy_layers
 
 PHASES = {"TRAIN": caffe_pb2.TRAIN, "TEST": caffe_pb2.TEST}
 
@@ -64,61 +68,17 @@ def filter_net(net_param, state):
     return filtered
 
 
-def insert_splits(net_param):
-    """Give every blob that several layers read its own Split layer, as Caffe does.
-
-    Each consumer then writes its own diff and the Split layer sums them, so no
-    layer ever has to add into a bottom diff. An in-place layer starts a new version
-    of its blob, and only readers of the same version share it.
-    """
-    producer = {}  # blob name -> (layer index, top index) of its current version
-    consumers = {}  # (layer index, top index) -> [(layer index, bottom index)]
-    for index, name in enumerate(net_param.input):
-        producer[name] = (-1, index)
-        consumers[(-1, index)] = []
-    for i, layer in enumerate(net_param.layer):
-        for j, bottom in enumerate(layer.bottom):
-            if bottom not in producer:
-                raise SiameseError(f'layer "{layer.name}" ({layer.type}): unknown bottom blob "{bottom}" '
-                                   f"(no earlier layer of this phase produces it)")
-            consumers[producer[bottom]].append((i, j))
-        for j, top in enumerate(layer.top):
-            producer[top] = (i, j)
-            consumers[(i, j)] = []
-    shared = {source: users for source, users in consumers.items() if len(users) > 1}
-    if not shared:
-        return net_param
-
-    def split_name(source):
-        """Caffe's naming: BLOB_PRODUCER_TOPINDEX_split."""
-        layer_index, top_index = source
-        if layer_index < 0:
-            return net_param.input[top_index], f"{net_param.input[top_index]}_input_{top_index}_split"
-        layer = net_param.layer[layer_index]
-        return layer.top[top_index], f"{layer.top[top_index]}_{layer.name}_{top_index}_split"
-
-    rename = {user: f"{split_name(source)[1]}_{k}" for source, users in shared.items() for k, user in enumerate(users)}
-    result = caffe_pb2.NetParameter()
-    result.CopyFrom(net_param)
-    del result.layer[:]
-
-    def splits_after(layer_index, count):
-        for top_index in range(count):
-            users = shared.get((layer_index, top_index))
-            if users:
-                blob, name = split_name((layer_index, top_index))
-                split = result.layer.add(name=name, type="Split")
-                split.bottom.append(blob)
-                split.top.extend(f"{name}_{k}" for k in range(len(users)))
-
-    splits_after(-1, len(net_param.input))
-    for i, layer in enumerate(net_param.layer):
-        copy = result.layer.add()
-        copy.CopyFrom(layer)
-        for j in range(len(layer.bottom)):
-            copy.bottom[j] = rename.get((i, j), layer.bottom[j])
-        splits_after(i, len(layer.top))
-    return result
+def _fillers(message, path=()):
+    """(field path, occurrence, FillerParameter) for every filler set anywhere inside `message`."""
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        items = value if field.is_repeated else [value]
+        for k, item in enumerate(items):
+            if field.message_type.name == "FillerParameter":
+                yield path + (field.name,), k, item
+            else:
+                yield from _fillers(item, path + (field.name,))
 
 
 def _legacy_input_shapes(net_param):
@@ -143,15 +103,18 @@ class Net:
     that names them; `learnable_params` lists each storage once.
     """
 
-    def __init__(self, model, weights=None, phase="TEST", level=0, stages=(), seed=None):
+    def __init__(self, model, weights=None, phase="TEST", level=0, stages=(), seed=None, source=None):
+        """`source`: the prototxt file a NetParameter `model` was read from, for file:line in errors."""
         net_param = read_net(model) if isinstance(model, (str, Path)) else model
         self.source = str(model) if isinstance(model, (str, Path)) else net_param.name
+        self._definition = (str(model) if isinstance(model, (str, Path)) else source, net_param)
         state = caffe_pb2.NetState()
         state.MergeFrom(net_param.state)
         state.phase = _phase_value(phase)
         state.level = level
         state.stage.extend(stages)
         self.phase = "TRAIN" if state.phase == caffe_pb2.TRAIN else "TEST"
+        self._state = state
         self.name = net_param.name
         self.force_backward = net_param.force_backward
         self.param = insert_splits(filter_net(net_param, state))
@@ -178,7 +141,7 @@ class Net:
         owners = {}  # shared param name -> (LearnableParam, ParamSpec, layer name)
         producing_layer = {}
         for index, lp in enumerate(self.param.layer):
-            cls = layer_class(lp.type)
+            cls = self._checked_class(lp)
             layer = cls(lp, phase=self.phase, rng=np.random.default_rng(seeds[index]))
             bottoms = [self.blobs[name] for name in lp.bottom]
             tops = []
@@ -211,6 +174,28 @@ class Net:
                 available.pop(name, None)
             available.update(dict.fromkeys(lp.top))
         self.outputs = list(available)
+
+    def _where(self, lp, field=("type",), occurrence=0):
+        """`FILE:LINE: ` of a field of layer `lp` in the prototxt the net came from ("" when there is none)."""
+        path, definition = self._definition
+        if not path:
+            return ""
+        same_name = [layer for layer in definition.layer if layer.name == lp.name]
+        nth = next((k for k, layer in enumerate(same_name) if layer_included(layer, self._state)), 0)
+        line = field_line(path, lp.name, field, occurrence, nth)
+        return f"{path}:{line}: " if line else f"{path}: "
+
+    def _checked_class(self, lp):
+        """The layer class of `lp`, once its type and every filler in it are known to this toolkit."""
+        try:
+            cls = layer_class(lp.type)
+        except SiameseError as exc:
+            raise SiameseError(f'{self._where(lp)}layer "{lp.name}": {exc}') from None
+        for path, occurrence, filler in _fillers(lp):
+            if filler.type not in FILLER_KINDS:
+                raise SiameseError(f'{self._where(lp, path + ("type",), occurrence)}layer "{lp.name}": unknown filler '
+                                   f'type "{filler.type}" in {".".join(path)}; use one of {", ".join(FILLER_KINDS)}')
+        return cls
 
     @staticmethod
     def _layer_loss_weights(layer, lp, tops):
@@ -374,31 +359,17 @@ class Net:
         for param in self.learnable_params:
             param.blob = replaced.get(id(param.blob), param.blob)
 
-    def copy_from(self, path):
-        """Load weights from a Caffe .caffemodel: layers matched by name, others ignored as in Caffe."""
+    def copy_from(self, path, log=None):
+        """Load weights from a Caffe .caffemodel: layers matched by name (Caffe's CopyTrainedLayersFrom)."""
         proto = read_binary_proto(path, caffe_pb2.NetParameter())
-        self.copy_from_proto(proto, source=str(path))
+        return self.copy_from_proto(proto, source=str(path), log=log)
 
-    def copy_from_proto(self, proto, source="weights"):
-        copied = 0
-        for lp in proto.layer:
-            layer = self.layer_dict.get(lp.name)
-            if layer is None or not lp.blobs:
-                continue
-            if len(lp.blobs) != len(layer.blobs):
-                raise SiameseError(f'{source}: layer "{lp.name}" has {len(lp.blobs)} blobs in the file but '
-                                   f"{len(layer.blobs)} in the net")
-            for k, blob_proto in enumerate(lp.blobs):
-                shape = blob_proto_shape(blob_proto)
-                target = layer.blobs[k]
-                if tuple(shape) != target.shape and int(np.prod(shape)) != target.count:
-                    raise SiameseError(f'{source}: layer "{lp.name}" blob {k} has shape {list(shape)} in the file '
-                                       f"but {list(target.shape)} in the net")
-                target.from_proto(blob_proto, reshape=False)
-            copied += 1
-        if copied == 0 and self.params:
-            raise SiameseError(f"{source}: no layer of the file matches a layer with parameters in net "
-                               f'"{self.name}"; is it the weights of another net?')
+    def copy_from_proto(self, proto, source="weights", log=None):
+        """Copy the layers of NetParameter `proto` that match by name and shape; the names copied.
+
+        Logs what was copied and warns about layers ignored or left at their initial values.
+        """
+        return copy_layers(self, proto, source, log or CaffeLog())
 
     def to_proto(self, write_diff=False):
         """The NetParameter Caffe writes as a .caffemodel: every layer with its blobs."""

@@ -62,7 +62,7 @@ def test_parse_error_names_file_line_column(tmp_path):
     bad.write_text('layer {\n  name: "c"\n  convolution_param {\n    kernel_sise: 3\n  }\n}\n')
     with pytest.raises(SiameseError) as info:
         read_net(bad)
-    assert str(info.value) == f'{bad}:4:5: unknown field "kernel_sise" in ConvolutionParameter'
+    assert str(info.value) == f'{bad}:4:5: unknown field "kernel_sise" in ConvolutionParameter; did you mean "kernel_size"?'
 
 
 def test_parse_error_for_bad_value():
@@ -86,7 +86,7 @@ def test_cli_broken_prototxt_is_one_line_exit_2(tmp_path):
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f'error: {bad}:5:23: unknown field "kernel_sise" in ConvolutionParameter']
+        f'error: {bad}:5:23: unknown field "kernel_sise" in ConvolutionParameter; did you mean "kernel_size"?']
 
 
 def test_cli_missing_file_is_one_line_exit_2(tmp_path):

@@ -219,5 +219,5 @@ layer { name: "b" type: "InnerProduct" bottom: "x" top: "b" param { name: "w" } 
 def test_unknown_bottom_and_layer_type_are_clear_errors():
     with pytest.raises(SiameseError, match='unknown bottom blob "nope"'):
         net_from('layer { name: "r" type: "ReLU" bottom: "nope" top: "r" }')
-    with pytest.raises(SiameseError, match='unknown layer type "Frobnicate"'):
+    with pytest.raises(SiameseError, match='layer "f": layer type "Frobnicate" is not supported; supported types: '):
         net_from('layer { name: "f" type: "Frobnicate" }')

@@ -3,6 +3,7 @@ import gzip
 import struct
 
 import numpy as np
+import pytest
 
 from siamese_cli.io.prototxt import parse_text
 from siamese_cli.proto import caffe_pb2
@@ -46,12 +47,23 @@ def quiet(*args, **kwargs):
 quiet.progress = None
 
 
-def test_resume_gives_identical_weights(tmp_path, monkeypatch):
+# Multistep at 3 and 4 with the resume at 5: a state that lost current_step would take its steps again
+# after the resume; Adam and AdaDelta keep two history sets, both of which must come back.
+RULES = {
+    "SGD inv": 'lr_policy: "inv" gamma: 0.01 power: 0.75\nmomentum: 0.9',
+    "SGD multistep": 'lr_policy: "multistep" gamma: 0.5 stepvalue: 3 stepvalue: 4\nmomentum: 0.9',
+    "Adam multistep": 'type: "Adam"\nlr_policy: "multistep" gamma: 0.5 stepvalue: 3 stepvalue: 4\nmomentum: 0.9',
+    "AdaDelta": 'type: "AdaDelta"\nlr_policy: "fixed"\nmomentum: 0.95\ndelta: 1e-6',
+}
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_resume_gives_identical_weights(tmp_path, monkeypatch, rule):
     monkeypatch.chdir(tmp_path)
     images, labels = write_idx(tmp_path)
     create_pair_db(images, labels, tmp_path / "pairs", seed=1)
-    text = (f'net_param {{ {net_text(tmp_path / "pairs")} }}\nbase_lr: 0.05\nlr_policy: "inv" gamma: 0.01 '
-            f'power: 0.75\nmomentum: 0.9\nmax_iter: 10\nrandom_seed: 5\nsnapshot_prefix: "{tmp_path}/s"\n')
+    text = (f'net_param {{ {net_text(tmp_path / "pairs")} }}\nbase_lr: 0.05\n{RULES[rule]}\n'
+            f'max_iter: 10\nrandom_seed: 5\nsnapshot_prefix: "{tmp_path}/s"\n')
 
     straight = make_solver(parse_text(text, caffe_pb2.SolverParameter()), log=quiet)
     straight.param.snapshot_after_train = False

@@ -42,13 +42,43 @@ def test_lr_policies_match_caffe_formulas():
     assert lr('base_lr: 0.01 lr_policy: "inv" gamma: 0.0001 power: 0.75', 100) == pytest.approx(
         0.01 * (1 + 0.0001 * 100) ** -0.75, rel=1e-6)
     assert lr('base_lr: 0.01 lr_policy: "inv" gamma: 0.0001 power: 0.75', 0) == pytest.approx(0.01)
-    multi = 'base_lr: 1 lr_policy: "multistep" gamma: 0.5 stepvalue: 10 stepvalue: 20'
-    assert [lr(multi, i) for i in (9, 10, 19, 20, 99)] == [1, 0.5, 0.5, 0.25, 0.25]
     assert lr('base_lr: 0.02 lr_policy: "poly" power: 2 max_iter: 100', 50) == pytest.approx(0.005)
     assert lr('base_lr: 1 lr_policy: "sigmoid" gamma: 0.1 stepsize: 30', 20) == pytest.approx(
         1 / (1 + np.exp(1.0)), rel=1e-6)
     with pytest.raises(SiameseError, match="unknown lr_policy"):
         lr('base_lr: 1 lr_policy: "cosine"', 1)
+
+
+def multistep_rates(text, iterations, current_step=0):
+    """Rates over successive iterations, carrying current_step as the solver does; (rates, final step)."""
+    param = parse_text(text, caffe_pb2.SolverParameter())
+    rates = []
+    for i in iterations:
+        rate, current_step = learning_rate(param, i, current_step)
+        rates.append(float(rate))
+    return rates, current_step
+
+
+def test_multistep_moves_one_step_per_iteration_as_caffe():
+    multi = 'base_lr: 1 lr_policy: "multistep" gamma: 0.5 stepvalue: 10 stepvalue: 20'
+    rates, step = multistep_rates(multi, range(30))
+    assert rates == [1] * 10 + [0.5] * 10 + [0.25] * 10 and step == 2
+    # Caffe's `if`: from step 0 at iteration 99 it takes one step per call, not both at once.
+    assert multistep_rates(multi, [99, 100, 101])[0] == [0.5, 0.25, 0.25]
+    # Repeated stepvalues also take one iteration each.
+    rates, _ = multistep_rates('base_lr: 1 lr_policy: "multistep" gamma: 0.5 stepvalue: 2 stepvalue: 2', range(5))
+    assert rates == [1, 1, 0.5, 0.25, 0.25]
+
+
+def test_multistep_logs_caffe_status_line():
+    log = Lines()
+    solver = make_solver(solver_param('lr_policy: "multistep" gamma: 0.5 stepvalue: 1 stepvalue: 3'), log=log)
+    for _ in range(4):
+        solver.apply_update()
+        solver.iter += 1
+    assert [line for line in log.lines if line.startswith("MultiStep")] == [
+        "MultiStep Status: Iteration 1, step = 1", "MultiStep Status: Iteration 3, step = 2"]
+    assert solver.current_step == 2
 
 
 def _one_update(kind, extra, grads_seq):
@@ -165,14 +195,27 @@ def test_clip_gradients_scales_global_norm():
 
 
 def test_iter_size_averages_accumulated_gradients():
-    one = make_solver(solver_param(), log=lambda *a, **k: None)
-    two = make_solver(solver_param("iter_size: 2"), log=lambda *a, **k: None)
-    for solver in (one, two):
-        solver.param.snapshot_after_train = False
-        solver.param.max_iter = 1
-        solver.step(1)
-    for a, b in zip(one.net.learnable_params, two.net.learnable_params):
-        np.testing.assert_allclose(a.blob.data, b.blob.data, rtol=1e-6)
+    """iter_size 2 steps by the mean gradient of two different batches (the DummyData draws anew each pass)."""
+    varying = NET.replace('data_filler { type: "constant" value: 0.5 } data_filler { type: "constant" value: -0.25 }',
+                          'data_filler { type: "gaussian" std: 1 }')
+    assert varying != NET
+    param = parse_text(f'net_param {{ {varying} }}\nbase_lr: 0.1\nlr_policy: "fixed"\nmax_iter: 1\n'
+                       f"random_seed: 3\niter_size: 2\n", caffe_pb2.SolverParameter())
+    solver = make_solver(param, log=Lines())
+    reference = make_solver(param, log=Lines())  # same seed: the same weights and the same batches
+    reference.net.clear_param_diffs()
+    reference.net.forward_backward()
+    first = [p.blob.diff.astype(np.float64).copy() for p in reference.net.learnable_params]
+    reference.net.clear_param_diffs()
+    reference.net.forward_backward()
+    second = [p.blob.diff.astype(np.float64) for p in reference.net.learnable_params]
+    assert not np.allclose(first[0], second[0])  # the two batches differ, so one pass alone is wrong
+    start = [p.blob.data.astype(np.float64).copy() for p in solver.net.learnable_params]
+    solver.step(1)
+    mults = [1, 2, 1, 1]
+    for k, p in enumerate(solver.net.learnable_params):
+        expected = start[k] - 0.1 * mults[k] * (first[k] + second[k]) / 2
+        np.testing.assert_allclose(p.blob.data, expected, rtol=1e-5, atol=1e-6)
 
 
 class Lines:

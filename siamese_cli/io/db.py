@@ -55,7 +55,7 @@ def _check_source(path, backend):
     if found != backend:
         raise SiameseError(
             f"{path}: is an {_NAMES[found]} database, but {_NAMES[backend]} was asked for; "
-            f"set backend: {found.upper()} in data_param (or --backend {found})"
+            f"set backend: {found.upper()} in data_param"
         )
 
 

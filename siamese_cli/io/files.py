@@ -49,6 +49,8 @@ def check_writable(path):
     Creates the folder as a later write would, then a scratch file in it, removed at once.
     """
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        return  # a device or pipe is written in place (atomic_path); its folder need not be writable
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=path.parent)
@@ -79,6 +81,8 @@ def read_binary_proto(path, message):
         raise SiameseError(f"{path}: no such file") from None
     except OSError as exc:
         raise SiameseError(f"{path}: cannot read: {exc.strerror}") from None
+    except ValueError:  # a name with a NUL byte, as a corrupt .solverstate's learned_net can hold
+        raise SiameseError(f"{path!r}: not a usable file name") from None
     try:
         message.ParseFromString(payload)
     except DecodeError:

@@ -24,12 +24,17 @@ def _discover():
 REGISTRY = _discover()
 
 
+def supported_types():
+    """The type strings this toolkit implements, sorted (computed: the registry grows with the modules)."""
+    return sorted(REGISTRY)
+
+
 def layer_class(type_name):
     try:
         return REGISTRY[type_name]
     except KeyError:
-        known = ", ".join(sorted(REGISTRY))
-        raise SiameseError(f'unknown layer type "{type_name}"; known types: {known}') from None
+        raise SiameseError(f'layer type "{type_name}" is not supported; supported types: '
+                           f'{", ".join(supported_types())}') from None
 
 
-__all__ = ["Layer", "REGISTRY", "layer_class"]
+__all__ = ["Layer", "REGISTRY", "layer_class", "supported_types"]

@@ -1,6 +1,10 @@
 """Small shape helpers the layers share: Caffe's axis and legacy-shape conventions."""
 import numpy as np
 
+from ..proto import caffe_pb2
+
+_LOSS = caffe_pb2.LossParameter
+
 
 def canonical_axis(layer, axis, num_axes):
     """Caffe's CanonicalAxisIndex: negative axes count from the end; out of range is an error."""
@@ -38,3 +42,41 @@ def prediction_layout(layer, shape, axis, label_count, axis_name):
             f"(prediction shape {list(shape)}, {axis_name} axis {axis})"
         )
     return outer, inner
+
+
+def kept_input(bottom, top):
+    """The bottom data a neuron's backward pass reads: a copy when it runs in place, since the top overwrites it."""
+    return bottom[0].data.copy() if top[0] is bottom[0] else bottom[0].data
+
+
+def loss_normalization(layer, default=_LOSS.VALID):
+    """loss_param's normalization mode; the deprecated `normalize` maps to VALID or BATCH_SIZE.
+
+    `default` applies when neither is set (SigmoidCrossEntropyLoss passes BATCH_SIZE).
+    """
+    p = layer.param.loss_param
+    if p.HasField("normalization"):
+        return p.normalization
+    if p.HasField("normalize"):
+        return _LOSS.VALID if p.normalize else _LOSS.BATCH_SIZE
+    return default
+
+
+def loss_normalizer(mode, outer, inner, valid_count):
+    """The loss divisor for a normalization mode, at least 1 so an all-ignored batch gives 0, not NaN."""
+    if mode == _LOSS.FULL:
+        value = outer * inner
+    elif mode == _LOSS.VALID:
+        value = valid_count
+    elif mode == _LOSS.BATCH_SIZE:
+        value = outer
+    else:
+        value = 1
+    return np.float32(max(1.0, float(value)))
+
+
+def check_loss_bottoms(layer, bottom):
+    """Caffe's LossLayer rule: prediction and target have the same first dimension."""
+    a, b = bottom[0].shape, bottom[1].shape
+    if len(a) == 0 or len(b) == 0 or a[0] != b[0]:
+        raise layer.error(f"bottoms {list(a)} and {list(b)} must have the same first dimension (the batch)")

@@ -4,12 +4,10 @@ An optional second top receives the probabilities. Labels get no gradient.
 """
 import numpy as np
 
-from ..proto import caffe_pb2
-from ._common import prediction_layout, sequential_sum
+from ._common import loss_normalization, loss_normalizer, prediction_layout, sequential_sum
 from .base import Layer
 from .softmax import as_outer_channel_inner, softmax, softmax_axis
 
-_LOSS = caffe_pb2.LossParameter
 _FLT_MIN = np.float32(np.finfo(np.float32).tiny)
 
 
@@ -24,10 +22,7 @@ class SoftmaxWithLoss(Layer):
     def setup(self, bottom, top):
         p = self.param.loss_param
         self.ignore_label = p.ignore_label if p.HasField("ignore_label") else None
-        if p.HasField("normalize") and not p.HasField("normalization"):
-            self.normalization = _LOSS.VALID if p.normalize else _LOSS.BATCH_SIZE
-        else:
-            self.normalization = p.normalization
+        self.normalization = loss_normalization(self)
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape
@@ -50,16 +45,7 @@ class SoftmaxWithLoss(Layer):
         return labels, valid
 
     def _normalizer(self, valid_count):
-        mode = self.normalization
-        if mode == _LOSS.FULL:
-            value = self.outer * self.inner
-        elif mode == _LOSS.VALID:
-            value = valid_count
-        elif mode == _LOSS.BATCH_SIZE:
-            value = self.outer
-        else:
-            value = 1
-        return np.float32(max(1.0, float(value)))
+        return loss_normalizer(self.normalization, self.outer, self.inner, valid_count)
 
     def forward(self, bottom, top):
         self.prob = softmax(bottom[0].data, self.axis)

@@ -14,7 +14,6 @@ import hashlib
 import os
 import signal
 import sys
-import threading
 import time
 import traceback
 
@@ -23,6 +22,7 @@ from mpi4py import MPI
 
 from ..errors import SiameseError
 from ..log import CaffeLog
+from ..solvers.signals import SignalRequests
 
 f32 = np.float32
 _STOP, _SNAPSHOT = 1, 2  # offsets after the gradients: [grads..., loss, stop votes, snapshot votes]
@@ -55,7 +55,8 @@ class MPIRanks:
         self.is_root = self.rank == 0
         self.debug = debug
         self.log = CaffeLog() if self.is_root else CaffeLog(_Discard())
-        self.pending = None  # a signal's request, voted on at the next reduction
+        self.requested = None  # a signal's request on this rank, voted on at the next reduction
+        self.stop_signal = None
         self._buffer = None
         self._sharded_nets = set()  # ids of the test nets whose passes are split over the ranks
         self.reductions = 0
@@ -115,14 +116,16 @@ class MPIRanks:
 
     # ---- the run --------------------------------------------------------------------
     def solve(self, solver):
-        """Attach, train with agreed signal handling, and check that the ranks ended with one set of weights."""
+        """Attach, train, and check that the ranks ended with one set of weights.
+
+        Signals are caught here, not by the solver: each rank gets them at a different point of its
+        iteration, so they wait for the next reduction, where the ranks agree on them.
+        """
         self.attach(solver)
-        previous = self._install_signal_handlers()
-        try:
+        with SignalRequests(self):
             solver.solve(handle_signals=False)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        if solver.requested == "stop" and solver.stop_signal is None:
+            solver.stop_signal = self.stop_signal or signal.SIGTERM  # stopped because another rank was asked
         digest = hashlib.sha256(b"".join(p.blob.data.tobytes() for p in solver.net.learnable_params)).hexdigest()
         digests = self.comm.allgather(digest)
         if len(set(digests)) != 1:
@@ -131,19 +134,6 @@ class MPIRanks:
         if self.reductions:
             self.log(f"Gradient allreduce: {self._buffer.nbytes} bytes per iteration, "
                      f"{self.reduce_seconds / self.reductions * 1e3:.3g} ms on average over {self.reductions}")
-
-    def _install_signal_handlers(self):
-        """SIGINT/SIGTERM stop and SIGHUP snapshots, as in one process, once the ranks have voted
-        (a signal reaches each rank at a different point of its iteration)."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        actions = {signal.SIGINT: "stop", signal.SIGTERM: "stop", signal.SIGHUP: "snapshot"}
-
-        def on_signal(signum, frame):
-            if self.pending != "stop":
-                self.pending = actions[signum]
-
-        return {sig: signal.signal(sig, on_signal) for sig in actions}
 
     # ---- the solver's hooks ---------------------------------------------------------
     def reduce_gradients(self, params, loss, requested):
@@ -158,8 +148,8 @@ class MPIRanks:
         for p, size in zip(params, sizes):
             buffer[offset:offset + size] = p.blob.diff.reshape(-1)
             offset += size
-        wish = self.pending or requested
-        self.pending = None
+        wish = self.requested or requested
+        self.requested = None
         buffer[total] = loss
         buffer[total + _STOP] = wish == "stop"
         buffer[total + _SNAPSHOT] = wish == "snapshot"
@@ -181,7 +171,11 @@ class MPIRanks:
         outputs are averaged (a sum over ranks, then / N), the loss summed."""
         if id(net) not in self._sharded_nets:
             return net.mean_outputs(iterations, after_batch)
-        loss, means = net.mean_outputs(iterations // self.size, after_batch)
+
+        def after_local_batch(i):  # local batch i stands for the pass's batches i*N .. i*N + N-1
+            return any([after_batch(i * self.size + j) for j in range(self.size)]) if after_batch else False
+
+        loss, means = net.mean_outputs(iterations // self.size, after_local_batch)
         names = list(means)
         flat = np.concatenate([[float(loss)]] + [np.ravel(means[n]).astype(np.float64) for n in names])
         self.comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)

@@ -5,6 +5,7 @@ from ..proto import caffe_pb2
 from .adadelta import AdaDelta
 from .adagrad import AdaGrad
 from .adam import Adam
+from .checks import NonFiniteError, check_solver_fields, field_location
 from .nesterov import Nesterov
 from .rmsprop import RMSProp
 from .sgd import SGD
@@ -24,9 +25,14 @@ def solver_type(param):
 
 
 def make_solver(param, **kwargs):
+    """The solver of the type `param` names; `source` (the solver file) makes errors point into it."""
+    source = kwargs.get("source")
+    check_solver_fields(param, source)
     name = solver_type(param)
     if name not in SOLVERS:
-        raise SiameseError(f'unknown solver type "{name}"; use one of {", ".join(SOLVERS)}')
+        field = "type" if param.HasField("type") else "solver_type"
+        raise SiameseError(f'{field_location(source, field)}: unknown solver type "{name}"; '
+                           f'use one of {", ".join(SOLVERS)}')
     return SOLVERS[name](param, **kwargs)
 
 
@@ -35,7 +41,7 @@ def load_solver(path, max_iter=None, **kwargs):
     param = read_solver(path)
     if max_iter is not None:
         param.max_iter = max_iter
-    return make_solver(param, **kwargs)
+    return make_solver(param, source=str(path), **kwargs)
 
 
-__all__ = ["SOLVERS", "Solver", "load_solver", "make_solver", "solver_type"] + list(SOLVERS)
+__all__ = ["SOLVERS", "NonFiniteError", "Solver", "load_solver", "make_solver", "solver_type"] + list(SOLVERS)

@@ -7,7 +7,11 @@ f32 = np.float32
 
 
 def learning_rate(param, iteration, current_step=0):
-    """(rate, current_step) at `iteration`; current_step carries multistep's position between calls."""
+    """(rate, current_step) at `iteration`; current_step carries multistep's position between calls.
+
+    As Caffe's solver, multistep moves at most one step per call (an `if`, not a loop): a run
+    that starts past several stepvalues with current_step 0 catches up one iteration at a time.
+    """
     policy = param.lr_policy
     base, gamma, power = f32(param.base_lr), f32(param.gamma), f32(param.power)
     it = f32(iteration)
@@ -23,7 +27,7 @@ def learning_rate(param, iteration, current_step=0):
     if policy == "inv":
         return f32(base * (f32(1) + gamma * it) ** -power), current_step
     if policy == "multistep":
-        while current_step < len(param.stepvalue) and iteration >= param.stepvalue[current_step]:
+        if current_step < len(param.stepvalue) and iteration >= param.stepvalue[current_step]:
             current_step += 1
         return f32(base * gamma ** f32(current_step)), current_step
     if policy == "poly":

@@ -3,68 +3,60 @@
 Subclasses differ only in `compute_update`, the rule that turns one parameter's
 regularised gradient into the step that is subtracted from its data.
 """
-import json
-import signal
-import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SiameseError
-from ..blob import array_to_proto
-from ..io.files import read_binary_proto, write_bytes_atomic
 from ..io.prototxt import read_net
-from ..log import CaffeLog, fmt, output_line
+from ..log import CaffeLog, TrainLog, fmt, output_line
 from ..net import Net
 from ..parallel import SingleProcess
 from ..progress import Progress
 from ..proto import caffe_pb2
+from .checks import check_solver_fields, field_location, non_finite_loss
 from .lr_policies import learning_rate
+from .signals import SignalRequests
+from .snapshot import Snapshots
 
 f32 = np.float32
 
 
-class TrainLog:
-    """The --log file: one row per output value, as CSV (`phase,iter,name,value`) or JSON lines."""
+class Solver(Snapshots):
+    """Owns the train net, the test nets (sharing its weights), the iteration count and the update history.
 
-    def __init__(self, path):
-        self.path = Path(path)
-        self.json = self.path.suffix in (".jsonl", ".json")
-        self.handle = open(self.path, "w", encoding="utf-8")
-        if not self.json:
-            self.handle.write("phase,iter,name,value\n")
-
-    def write(self, phase, iteration, name, value):
-        if self.json:
-            self.handle.write(json.dumps({"phase": phase, "iter": iteration, "name": name, "value": float(value)}) + "\n")
-        else:
-            self.handle.write(f"{phase},{iteration},{name},{float(value):.9g}\n")
-
-    def close(self):
-        self.handle.close()
-
-
-class Solver:
-    """Owns the train net, the test nets (sharing its weights), the iteration count and the update history."""
+    `source` is the solver file (for error messages); `allow_nan` trains on through non-finite
+    losses as Caffe does; `snapshot_on_stop` snapshots on SIGINT/SIGTERM even with
+    `snapshot_after_train: false`. `parallel` is the data-parallel context (parallel/; one process by default).
+    """
 
     type = None
     history_sets = 1  # history blobs per learnable param (AdaDelta and Adam keep two)
 
-    def __init__(self, param, log=None, log_path=None, seed=None, parallel=None):
+    def __init__(self, param, log=None, log_path=None, seed=None, source=None, allow_nan=False,
+                 snapshot_on_stop=False, parallel=None):
         self.param = param
-        self.parallel = parallel or SingleProcess()  # data-parallel hooks (parallel/)
+        self.parallel = parallel or SingleProcess()
+        self.source = source
         self.log = log or CaffeLog()
+        check_solver_fields(param, source)
+        self.check_param()
+        self.allow_nan = allow_nan
+        self.snapshot_on_stop = snapshot_on_stop
         self.train_log = TrainLog(log_path) if log_path else None
         self.iter = 0
         self.current_step = 0
         self.requested = None  # "snapshot", "stop" or None, set by signal handlers
+        self.stop_signal = None  # the signal that asked for the stop, if any
+        self.last_snapshot = None  # the newest complete .solverstate written or resumed from
         seed = param.random_seed if seed is None and param.random_seed >= 0 else seed
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**31))
             self.log(f"random_seed not set; using {seed} (set random_seed in the solver to repeat this run)")
         self.seed = seed + self.parallel.rank  # as Caffe's Solver::Init: one random stream per rank
-        if param.solver_mode == caffe_pb2.SolverParameter.GPU:
+        if param.HasField("solver_mode") and param.solver_mode == caffe_pb2.SolverParameter.GPU:
             self.log("solver_mode GPU requested; this toolkit computes on the CPU")
         self.net = self._train_net()
         self.test_nets = self._test_nets()
@@ -82,6 +74,7 @@ class Solver:
         if sum(sources) != 1:
             raise SiameseError("the solver must name exactly one train net: net, net_param, train_net or "
                                "train_net_param")
+        path = None
         if p.HasField("train_net_param"):
             net_param = p.train_net_param
         elif p.HasField("net_param"):
@@ -89,18 +82,29 @@ class Solver:
         else:
             path = p.train_net if p.HasField("train_net") else p.net
             self.log(f"Creating training net from net file: {path}")
-            net_param = read_net(path)
+            net_param = self._read_named_net(path, "train_net" if p.HasField("train_net") else "net")
         state = p.train_state
-        return Net(net_param, phase="TRAIN", level=state.level, stages=list(state.stage), seed=self.seed)
+        return Net(net_param, phase="TRAIN", level=state.level, stages=list(state.stage), seed=self.seed, source=path)
+
+    def _read_named_net(self, path, field, value=None):
+        """read_net, but a missing file is said to be named by the solver (its file and line)."""
+        if self.source and not Path(path).exists():
+            where = field_location(self.source, field, value)
+            raise SiameseError(f"{path}: no such file, named by {field} in {where}; check the path (relative "
+                               f"paths start at the working directory)")
+        return read_net(path)
+
+    def check_param(self):
+        """Per-type checks of the solver message (Caffe's constructor sanity checks); none by default."""
 
     def _test_nets(self):
         p = self.param
         params = list(p.test_net_param)
         for path in p.test_net:
-            params.append(read_net(path))
+            params.append(self._read_named_net(path, "test_net", path))
         generic = len(p.test_iter) - len(params)
         if generic > 0 and (p.HasField("net") or p.HasField("net_param")):
-            base = p.net_param if p.HasField("net_param") else read_net(p.net)
+            base = p.net_param if p.HasField("net_param") else self._read_named_net(p.net, "net")
             params.extend([base] * generic)
         if len(p.test_iter) != len(params):
             raise SiameseError(f"the solver gives {len(p.test_iter)} test_iter value(s) for {len(params)} test net(s); "
@@ -110,50 +114,67 @@ class Solver:
         nets = []
         for k, net_param in enumerate(params):
             state = p.test_state[k] if k < len(p.test_state) else caffe_pb2.NetState()
+            named = list(p.test_net) + ([p.net] * generic if p.HasField("net") else [])  # files, for errors
+            j = k - len(p.test_net_param)
+            source = named[j] if 0 <= j < len(named) else None
             nets.append(Net(net_param, phase="TEST", level=state.level, stages=list(state.stage),
-                            seed=self.seed + 1 + k))
+                            seed=self.seed + 1 + k, source=source))
         return nets
 
     # ---- the loop ---------------------------------------------------------------
-    def solve(self, handle_signals=True):
-        """Train from the current iteration to max_iter, then snapshot and test as Caffe does."""
+    def solve(self, handle_signals=True, close=True):
+        """Train from the current iteration to max_iter, then snapshot and test as Caffe does.
+
+        A stop by signal snapshots (unless snapshot_after_train is false and snapshot_on_stop
+        is not set) and returns with `stop_signal` set; a non-finite loss raises NonFiniteError
+        without snapshotting. With close=False the nets stay open (their data readers too) for
+        use after training.
+        """
         p = self.param
+        self.check_snapshot_prefix(on_stop=self.snapshot_on_stop)
+        if self.train_log:
+            self.train_log.open()
         self.log(f"Solving {self.net.name}")
         self.log(f"Learning Rate Policy: {p.lr_policy}")
-        previous = self._install_signal_handlers() if handle_signals else None
         start_iter = self.iter
         try:
-            with Progress(p.max_iter - self.iter, "train") as bar:
-                self.log.progress = bar if bar.enabled else None
-                self.step(p.max_iter - self.iter, bar)
-                self.log.progress = None
-            just_saved = p.snapshot and self.iter % p.snapshot == 0
-            if (p.snapshot_after_train or self.requested == "stop") and not just_saved:
-                self.snapshot()
-            if self.requested == "stop":
-                self.log("Optimization stopped early.")
-                return
-            if p.display and self.iter % p.display == 0:
-                loss = self.net.forward_loss()
-                self._update_smoothed_loss(loss, start_iter)
-                self.log(f"Iteration {self.iter}, loss = {fmt(self.smoothed_loss)}")
-            if p.test_interval and self.iter % p.test_interval == 0:
-                self.test_all()
-            self.log("Optimization Done.")
+            with SignalRequests(self) if handle_signals else nullcontext():
+                self._solve(start_iter)
         finally:
             self.log.progress = None
-            if previous:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-            if self.train_log:
-                self.train_log.close()
-            self.close()
+            try:
+                if self.train_log:
+                    self.train_log.close()
+            finally:
+                if close:
+                    self.close()
+
+    def _solve(self, start_iter):
+        p = self.param
+        with Progress(p.max_iter, "train", initial=self.iter) as bar:
+            self.log.progress = bar if bar.enabled else None
+            self.step(p.max_iter - self.iter, bar)
+            self.log.progress = None
+        stopped = self.requested == "stop"
+        just_saved = p.snapshot and self.iter % p.snapshot == 0
+        if (p.snapshot_after_train or (stopped and self.snapshot_on_stop)) and not just_saved:
+            self.snapshot()
+        if stopped:
+            self.log("Optimization stopped early.")
+            return
+        if p.display and self.iter % p.display == 0:  # the final loss: a forward pass only
+            loss = self.net.forward_loss()
+            self._update_smoothed_loss(loss, start_iter)
+            self.log(f"Iteration {self.iter}, loss = {fmt(self.smoothed_loss)}")
+        if p.test_interval and self.iter % p.test_interval == 0:
+            self.test_all()
+        self.log("Optimization Done.")
 
     def step(self, iters, bar=None):
         p = self.param
         start_iter, stop_iter = self.iter, self.iter + iters
         self.losses, self.smoothed_loss = [], 0.0
-        last_time, last_iter = time.perf_counter(), self.iter
+        last_time, last_iter = time.perf_counter(), self.iter  # rates count from here, so a resume too
         while self.iter < stop_iter:
             self.net.clear_param_diffs()
             if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization):
@@ -164,6 +185,8 @@ class Solver:
             loss = 0.0
             for _ in range(p.iter_size):
                 loss += self.net.forward_backward()
+                if not (self.allow_nan or np.isfinite(loss)):
+                    raise non_finite_loss(self.net, self.iter, loss, self.last_snapshot)
             loss /= p.iter_size
             loss, self.requested = self.parallel.reduce_gradients(self.net.learnable_params, loss, self.requested)
             self._update_smoothed_loss(loss, start_iter)
@@ -171,9 +194,10 @@ class Solver:
                 self.train_log.write("train", self.iter, "loss", loss)
             if display:
                 now = time.perf_counter()
-                lapse = now - last_time
-                per_s = (self.iter - last_iter) / (lapse or 1.0)
-                self.log(f"Iteration {self.iter} ({fmt(per_s)} iter/s, {fmt(lapse)}s/{p.display} iters), "
+                lapse, count = now - last_time, self.iter - last_iter
+                per_s = count / (lapse or 1.0)
+                span = count if 0 < count != p.display else p.display  # fewer after a resume between lines
+                self.log(f"Iteration {self.iter} ({fmt(per_s)} iter/s, {fmt(lapse)}s/{span} iters), "
                          f"loss = {fmt(self.smoothed_loss)}")
                 last_time, last_iter = now, self.iter
                 self._log_outputs("Train", self.net)
@@ -210,14 +234,29 @@ class Solver:
 
     def test_all(self):
         for k in range(len(self.test_nets)):
+            if self.requested == "stop":
+                break
             self.test(k)
 
     def test(self, k=0):
-        """Run test_iter[k] batches of test net k; log the mean of each output. Returns {name: mean}."""
+        """Run test_iter[k] batches of test net k; log the mean of each output. Returns {name: mean}.
+
+        A stop requested before the last batch ends the pass with "Test interrupted." and nothing
+        else (no partial means, nothing in the --log file); it returns None then.
+        """
         net = self.test_nets[k]
         iterations = self.param.test_iter[k]
         self.log(f"Iteration {self.iter}, Testing net (#{k})")
-        loss, means = self.parallel.mean_outputs(net, iterations, after_batch=lambda i: self.requested == "stop")
+        done = []
+
+        def after_batch(i):
+            done.append(i)
+            return self.requested == "stop"
+
+        loss, means = self.parallel.mean_outputs(net, iterations, after_batch=after_batch)
+        if len(done) < iterations:
+            self.log("Test interrupted.")
+            return None
         if self.param.test_compute_loss:
             self.log(f"Test loss: {fmt(loss / iterations)}")
         self._log_outputs("Test", net, means)
@@ -230,7 +269,10 @@ class Solver:
     # ---- the update -------------------------------------------------------------
     def apply_update(self, display=False):
         p = self.param
-        rate, self.current_step = learning_rate(p, self.iter, self.current_step)
+        step = self.current_step
+        rate, self.current_step = learning_rate(p, self.iter, step)
+        if p.lr_policy == "multistep" and self.current_step != step:
+            self.log(f"MultiStep Status: Iteration {self.iter}, step = {self.current_step}")
         if display:
             self.log(f"Iteration {self.iter}, lr = {fmt(rate)}")
             if self.train_log:
@@ -277,73 +319,8 @@ class Solver:
         """Replace param.blob.diff by the step to subtract from its data."""
         raise NotImplementedError
 
-    # ---- snapshots ----------------------------------------------------------------
-    def snapshot_paths(self):
-        prefix = self.param.snapshot_prefix
-        if not prefix:
-            raise SiameseError("the solver has no snapshot_prefix; add one to save snapshots")
-        return f"{prefix}_iter_{self.iter}.caffemodel", f"{prefix}_iter_{self.iter}.solverstate"
-
-    def snapshot(self):
-        if self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5:
-            self.log.warning("snapshot_format HDF5 is not supported; writing BINARYPROTO")
-        model_path, state_path = self.snapshot_paths()
-        if not self.parallel.is_root:  # every rank holds the same state; the root writes it
-            return model_path, state_path
-        self.log(f"Snapshotting to binary proto file {model_path}")
-        write_bytes_atomic(model_path, self.net.to_proto(self.param.snapshot_diff).SerializeToString())
-        self.log(f"Snapshotting solver state to binary proto file {state_path}")
-        state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_path, current_step=self.current_step)
-        state.history.extend(array_to_proto(values) for values in self.history)
-        write_bytes_atomic(state_path, state.SerializeToString())
-        return model_path, state_path
-
-    def restore(self, state_path):
-        """Resume from a .solverstate: iteration, lr step, history, and the weights it names."""
-        self.log(f"Restoring previous solver status from {state_path}")
-        if str(state_path).endswith(".h5"):
-            raise SiameseError(f"{state_path}: HDF5 solver states are not supported; use a .solverstate file")
-        state = read_binary_proto(state_path, caffe_pb2.SolverState())
-        if len(state.history) != len(self.history):
-            raise SiameseError(f"{state_path}: {len(state.history)} history blobs, but this solver ({self.type}) "
-                               f"for this net needs {len(self.history)}; is it the state of another net or solver?")
-        for k, blob in enumerate(state.history):
-            values = np.array(blob.data, np.float32)
-            if values.size != self.history[k].size:
-                raise SiameseError(f"{state_path}: history blob {k} has {values.size} values, the net needs "
-                                   f"{self.history[k].size}")
-            self.history[k][...] = values.reshape(self.history[k].shape)
-        self.iter = state.iter
-        self.current_step = state.current_step
-        if state.learned_net:
-            learned = Path(state.learned_net)
-            if not learned.exists() and (Path(state_path).parent / learned.name).exists():
-                learned = Path(state_path).parent / learned.name
-            self.net.copy_from(learned)
-        self._resume_data_position()
-
-    def _resume_data_position(self):
-        """Move the train net's data readers to where an uninterrupted run would be at this iteration."""
-        batches = self.iter * self.param.iter_size
-        for layer in self.net.layers:
-            skip = getattr(layer, "skip_batches", None)
-            if skip:
-                skip(batches)
-
-    # ---- signals ------------------------------------------------------------------
-    def _install_signal_handlers(self):
-        """Caffe's defaults: SIGINT (and here SIGTERM) snapshot and stop; SIGHUP snapshots and goes on."""
-        if threading.current_thread() is not threading.main_thread():
-            return None
-        actions = {signal.SIGINT: "stop", signal.SIGTERM: "stop", signal.SIGHUP: "snapshot"}
-
-        def on_signal(signum, frame):
-            if self.requested != "stop":
-                self.requested = actions[signum]
-
-        return {sig: signal.signal(sig, on_signal) for sig in actions}
-
     def close(self):
         self.net.close()
         for net in self.test_nets:
             net.close()
+

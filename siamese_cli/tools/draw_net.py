@@ -11,15 +11,17 @@ visibly use one set of weights.
 import html
 import shutil
 import subprocess
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
 from ..errors import SiameseError
-from ..io.files import atomic_path, write_bytes_atomic
+from ..io.files import check_writable, write_bytes_atomic
 from ..io.prototxt import read_net
 from ..proto import caffe_pb2
 
-RANKDIRS = ("LR", "TB", "BT", "RL")
+RANKDIRS = ("AUTO", "LR", "TB", "BT", "RL")
+_DIRECTION = {"LR": "left to right", "TB": "top to bottom", "BT": "bottom to top", "RL": "right to left"}
 PHASES = ("TRAIN", "TEST", "ALL")
 IMAGE_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg")
 
@@ -204,14 +206,51 @@ def shared_params(layers):
     return OrderedDict((name, where) for name, where in users.items() if len(where) > 1)
 
 
-def net_to_dot(net_param, rankdir="LR", phase="ALL"):
-    """The DOT source of `net_param`'s layer graph (layers as boxes, blobs as octagons)."""
+def graph_shape(layers):
+    """(depth, width): the longest chain of layers, and the most layers at one depth of it.
+
+    In-place layers hang beside their blob, as dot draws them, so they add no depth.
+    """
+    depth_of_blob, count = {}, {}
+    for layer in layers:
+        level = 1 + max((depth_of_blob.get(name, 0) for name in layer.bottom), default=0)
+        count[level] = count.get(level, 0) + 1
+        if not _is_in_place(layer):
+            depth_of_blob.update(dict.fromkeys(layer.top, level))
+    return max(count, default=0), max(count.values(), default=0)
+
+
+def auto_rankdir(layers):
+    """Top to bottom for chains (the usual net, a siamese pair of towers); left to right when wider than deep."""
+    depth, width = graph_shape(layers)
+    return "LR" if width > depth else "TB"
+
+
+def _input_shapes(net_param):
+    """{input name: "N x C x H x W"} for the deploy-style `input:` blobs whose shape the net gives."""
+    names = list(net_param.input)
+    if len(net_param.input_shape) == len(names):
+        dims = [list(shape.dim) for shape in net_param.input_shape]
+    elif len(net_param.input_dim) == 4 * len(names):
+        dims = [list(net_param.input_dim[4 * k:4 * k + 4]) for k in range(len(names))]
+    else:
+        return {}
+    return {name: " x ".join(map(str, d)) for name, d in zip(names, dims) if d}
+
+
+def net_to_dot(net_param, rankdir="AUTO", phase="ALL"):
+    """The DOT source of `net_param`'s layer graph (layers as boxes, blobs as octagons).
+
+    `rankdir` AUTO picks the direction from the graph's shape (auto_rankdir).
+    """
     rankdir = str(rankdir).upper()
     if rankdir not in RANKDIRS:
         raise SiameseError(f'unknown rankdir "{rankdir}"; use one of {", ".join(RANKDIRS)}')
     layers = select_layers(net_param, phase)
     if not layers:
         raise SiameseError(f'net "{net_param.name}" has no layers in phase {phase}; nothing to draw')
+    if rankdir == "AUTO":
+        rankdir = auto_rankdir(layers)
     title = net_param.name or "net"
     if str(phase).upper() != "ALL":
         title += f" ({str(phase).upper()})"
@@ -241,6 +280,10 @@ def net_to_dot(net_param, rankdir="LR", phase="ALL"):
         colour = group_colour.setdefault(owner, SHARE_COLOURS[len(set(group_colour.values())) % len(SHARE_COLOURS)])
         group_colour.setdefault(user, colour)
 
+    for name, shape in _input_shapes(net_param).items():
+        blob_ids[name] = f"blob{len(blob_ids)}"
+        lines.append(f"  {blob_ids[name]} " + _attrs(label=f"{name}\n(net input)\n{shape}", shape="box",
+                                                    style="filled,rounded", fillcolor=DATA_COLOUR) + ";")
     for name in net_param.input:
         blob(name)
     edges = []
@@ -304,29 +347,39 @@ def dot_binary():
 
 
 def render_dot(dot_text, out, fmt):
-    """Lay out `dot_text` with `dot -T<fmt>` into `out` (atomically)."""
+    """Lay out `dot_text` with `dot -T<fmt>` and write the picture to `out` (atomically).
+
+    dot writes to a pipe, not to the file, so every write failure is ours to report.
+    """
     binary = dot_binary()
-    with atomic_path(out) as tmp:
-        try:
-            result = subprocess.run([binary, f"-T{fmt}", "-o", str(tmp)], input=dot_text.encode("utf-8"),
-                                    capture_output=True, timeout=120)
-        except subprocess.TimeoutExpired:
-            raise SiameseError(f"{out}: Graphviz's dot took over 120 s to lay out the graph; try --phase TRAIN or TEST") from None
-        if result.returncode != 0:
-            detail = result.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise SiameseError(f"{out}: Graphviz's dot failed (exit {result.returncode}): "
-                               f"{detail[-1] if detail else 'no message'}")
+    try:
+        result = subprocess.run([binary, f"-T{fmt}"], input=dot_text.encode("utf-8"), capture_output=True,
+                                timeout=120)
+    except subprocess.TimeoutExpired:
+        raise SiameseError(f"{out}: Graphviz's dot took over 120 s to lay out the graph; try --phase TRAIN or TEST") from None
+    if result.returncode != 0 or not result.stdout:
+        detail = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise SiameseError(f"{out}: Graphviz's dot failed (exit {result.returncode}): "
+                           f"{detail[-1] if detail else 'no message'}")
+    write_bytes_atomic(out, result.stdout)
 
 
-def draw_net(net_path, out, rankdir="LR", phase="ALL"):
-    """Draw the net of `net_path` (a prototxt, or a NetParameter) to `out`: .png, .svg, .pdf, .jpg or .dot."""
+def draw_net(net_path, out, rankdir="AUTO", phase="ALL", report=None):
+    """Draw the net of `net_path` (a prototxt, or a NetParameter) to `out`: .png, .svg, .pdf, .jpg or .dot.
+
+    `report` (default stdout) is told what was written where.
+    """
     net_param = read_net(net_path) if isinstance(net_path, (str, Path)) else net_path
     suffix = Path(out).suffix.lower().lstrip(".")
     if suffix not in (*IMAGE_FORMATS, "dot", "gv"):
         raise SiameseError(f"{out}: unknown picture format '.{suffix}'; use .png, .svg, .pdf, .jpg or .dot")
+    check_writable(out)
     dot_text = net_to_dot(net_param, rankdir=rankdir, phase=phase)
     if suffix in ("dot", "gv"):
         write_bytes_atomic(out, dot_text.encode("utf-8"))
     else:
         render_dot(dot_text, out, "jpg" if suffix == "jpeg" else suffix)
+    layers = select_layers(net_param, phase)
+    direction = auto_rankdir(layers) if str(rankdir).upper() == "AUTO" else str(rankdir).upper()
+    (report or sys.stdout).write(f"wrote {out} ({len(layers)} layers, {_DIRECTION[direction]})\n")
     return out

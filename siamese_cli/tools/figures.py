@@ -3,12 +3,13 @@
 A plain `Figure` renders through Agg (png) or the svg/pdf backends, so the
 pictures work with no display and leave pyplot's global backend alone.
 """
+import io
 import os
 import sys
 from pathlib import Path
 
 from ..errors import SiameseError
-from ..io.files import atomic_path
+from ..io.files import write_bytes_atomic
 
 FORMATS = ("png", "svg", "pdf")
 
@@ -41,10 +42,15 @@ def new_figure(figsize, show=False):
 
 
 def save_figure(fig, out, dpi=120):
-    """Write `fig` to `out` in the format of its extension, atomically."""
+    """Write `fig` to `out` in the format of its extension, atomically.
+
+    The picture is rendered in memory first, so a failing write (a full disk, a missing
+    folder) is always our one-line error, never one from inside a matplotlib backend.
+    """
     fmt = picture_format(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight")
+    write_bytes_atomic(out, buffer.getvalue())
     return out
 
 

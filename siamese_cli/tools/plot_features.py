@@ -4,13 +4,15 @@ The deploy net runs over the images in batches (its input batch is resized to th
 batch before the net is built, so memory stays small whatever the prototxt says),
 with the images scaled by 1/256 exactly as the example's Data layer scales them.
 """
+import io
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SiameseError
-from ..io.files import atomic_path
+from ..io.files import check_writable, write_bytes_atomic
 from ..progress import Progress
 from .figures import new_figure, picture_format, save_figure, show_figure
 
@@ -22,7 +24,11 @@ FEATURE_FORMATS = (".npy", ".csv")
 
 
 def newest_snapshot(pattern=SNAPSHOT_PATTERN):
-    """The snapshot matching `pattern` (with `_iter_*`) that has the highest iteration number."""
+    """The snapshot matching `pattern` (with `_iter_*`) that has the highest iteration number.
+
+    The iteration in the name decides, not the file time: a copied or re-saved older snapshot
+    does not win over a longer run.
+    """
     found = []
     for path in Path().glob(pattern):
         match = re.search(r"_iter_(\d+)\.caffemodel$", path.name)
@@ -54,7 +60,7 @@ def deploy_net(model, weights=None, batch_size=BATCH_SIZE):
     from ..io.prototxt import read_net
     from ..net import Net
 
-    return Net(_set_batch(read_net(model), batch_size), weights=weights, phase="TEST")
+    return Net(_set_batch(read_net(model), batch_size), weights=weights, phase="TEST", source=str(model))
 
 
 def load_images(images=None, labels=None):
@@ -164,14 +170,15 @@ def write_features(path, features, labels):
     """Write labels and features: .npy as one float32 N x (1 + D) array (label first), .csv with a header."""
     path = Path(path)
     table = np.column_stack([labels.astype(np.float32), features.astype(np.float32)])
-    with atomic_path(path) as tmp:
-        if path.suffix.lower() == ".npy":
-            with open(tmp, "wb") as handle:
-                np.save(handle, table)
-        else:
-            header = ",".join(["label"] + [f"feature_{k + 1}" for k in range(features.shape[1])])
-            rows = [",".join([str(int(label))] + [f"{v:.9g}" for v in row]) for label, row in zip(labels, features)]
-            tmp.write_text(header + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    if path.suffix.lower() == ".npy":
+        buffer = io.BytesIO()
+        np.save(buffer, table)
+        payload = buffer.getvalue()
+    else:
+        header = ",".join(["label"] + [f"feature_{k + 1}" for k in range(features.shape[1])])
+        rows = [",".join([str(int(label))] + [f"{v:.9g}" for v in row]) for label, row in zip(labels, features)]
+        payload = (header + "\n" + "\n".join(rows) + "\n").encode("utf-8")
+    write_bytes_atomic(path, payload)
     return path
 
 
@@ -191,28 +198,44 @@ def nearest_neighbour_accuracy(features, labels):
     return hits / max(len(queries), 1)
 
 
-def plot_features(model=DEFAULT_MODEL, weights=None, images=None, labels=None, out="features.png", show=False,
-                  save_features=None, batch_size=BATCH_SIZE):
+def default_picture(weights):
+    """Where the picture goes without --out: beside the weights, `NAME_features.png`."""
+    weights = Path(weights)
+    return weights.with_name(f"{weights.stem}_features.png")
+
+
+def plot_features(model=DEFAULT_MODEL, weights=None, images=None, labels=None, out=None, show=False,
+                  save_features=None, batch_size=BATCH_SIZE, report=None):
     """Compute the features of the test digits with the deploy net and draw them into `out`.
 
-    Returns (features N x D float32, labels N uint8).
+    `weights` defaults to the highest-iteration example snapshot, `out` to a picture beside
+    the weights. Both output paths are checked before the net runs. `report` (default
+    stdout) is told what was written where. Returns (features N x D float32, labels N uint8).
     """
+    report = report or sys.stdout
+    weights = weights or newest_snapshot()
+    out = out or default_picture(weights)
     picture_format(out)
     if save_features is not None and Path(save_features).suffix.lower() not in FEATURE_FORMATS:
         raise SiameseError(f"{save_features}: features are written as .npy or .csv; end the name in one of them")
-    weights = weights or newest_snapshot()
+    for path in (out, save_features):
+        if path is not None:
+            check_writable(path)
     pixels, digits = load_images(images, labels)
     net = deploy_net(model, weights, batch_size=min(batch_size, len(pixels)))
     features = compute_features(net, pixels, batch_size=batch_size)
     if save_features is not None:
         write_features(save_features, features, digits)
-    if len(digits) >= 2:
-        accuracy = nearest_neighbour_accuracy(features, digits)
-        print(f"1-nearest-neighbour accuracy of the features (last half against first half): {accuracy:.4f}")
+        report.write(f"wrote {save_features} ({len(digits):,} digits: label and {features.shape[1]} features each)\n")
     title = f"{len(digits):,} digits through {Path(model).name} with {Path(weights).name}"
     fig = features_figure(features, digits, title=title, show=show)
     save_figure(fig, out)
+    summary = f"{len(digits):,} points"
+    if len(digits) >= 2:
+        accuracy = nearest_neighbour_accuracy(features, digits)
+        summary += f", 1-nearest-neighbour accuracy {accuracy:.4f} (last half against first half)"
+    report.write(f"wrote {out} ({summary})\n")
+    report.flush()
     if show:
         show_figure(fig)
     return features, digits
-

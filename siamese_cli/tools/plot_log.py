@@ -8,11 +8,13 @@ import io
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SiameseError
+from ..io.files import check_writable
 from .figures import new_figure, picture_format, save_figure
 
 _NUMBER = r"([-+]?(?:nan|inf|[0-9.]+(?:[eE][-+]?[0-9]+)?))"
@@ -195,13 +197,28 @@ def loss_figure(train_rows, test_rows, title="Training loss"):
     return fig
 
 
-def plot_log(log_path, out="loss.png"):
-    """Draw the train and test loss of the log at `log_path` into `out` (png, svg or pdf)."""
+def default_picture(log_path):
+    """Where the picture goes without --out: beside the log, `NAME_loss.png` (train.log -> train_loss.png)."""
+    log_path = Path(log_path)
+    return log_path.with_name(f"{log_path.stem}_loss.png")
+
+
+def plot_log(log_path, out=None, report=None):
+    """Draw the train and test loss of the log at `log_path` into `out` (png, svg or pdf; default beside the log).
+
+    `report` (default stdout) is told what was written where.
+    """
+    out = out or default_picture(log_path)
     picture_format(out)
+    check_writable(out)
     train, test = parse_log(log_path)
     fig = loss_figure(train, test, title=f"Training loss: {Path(log_path).name}")
     if fig is None:
         raise SiameseError(f"{log_path}: no train or test loss found; give the text log of `siamese train` "
                            "(or `caffe train`), or the .csv/.jsonl file written with `siamese train --log`")
     save_figure(fig, out)
+    train_iters = [row["iter"] for row in train if row["name"] == "loss"]
+    passes = len({(row["net"], row["iter"]) for row in test if row["loss"]})
+    shown = f"{len(train_iters)} train losses" + (f" to iteration {max(train_iters)}" if train_iters else "")
+    (report or sys.stdout).write(f"wrote {out} ({shown}, {passes} test passes)\n")
     return out

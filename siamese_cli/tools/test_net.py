@@ -3,12 +3,15 @@ import sys
 
 import numpy as np
 
+from ..errors import SiameseError
 from ..log import CaffeLog, fmt, output_line
 from ..net import Net
 
 
 def test_net(model, weights, iterations=50, phase="TEST", log=None, out=None):
     """Run `iterations` forward passes; print and return {output name: mean value(s)}."""
+    if iterations < 1:
+        raise SiameseError(f"test: iterations must be at least 1, got {iterations}")
     log = log or CaffeLog()
     out = out or sys.stdout
     net = Net(model, weights=weights, phase=phase)

@@ -2,6 +2,7 @@
 import sys
 import time
 
+from ..errors import SiameseError
 from ..log import CaffeLog, fmt
 from ..net import Net
 
@@ -29,6 +30,8 @@ def time_layers(net, iterations):
 
 
 def time_net(model, weights=None, iterations=50, phase="TRAIN", log=None, out=None):
+    if iterations < 1:
+        raise SiameseError(f"time: iterations must be at least 1, got {iterations}")
     log = log or CaffeLog()
     out = out or sys.stdout
     net = Net(model, weights=weights, phase=phase, seed=0)
