@@ -454,6 +454,15 @@ def scaling_model(compute_ms, allreduce_ms, latency_ms, nbytes, ranks):
     return comm, ranks * compute_ms / (compute_ms + comm)
 
 
+# A network between hosts, for the model: 10 Gb/s Ethernet with TCP (bandwidth, one-message latency).
+NETWORK = {"name": "10 GbE", "gbytes_per_s": 1.25, "latency_ms": 0.05}
+
+
+def network_model(compute_ms, nbytes, ranks, gbytes_per_s, latency_ms):
+    """The ring model with a given network's bandwidth and latency instead of the measured ones."""
+    return scaling_model(compute_ms, 2 * latency_ms + nbytes / (gbytes_per_s * 1e6), latency_ms, nbytes, ranks)
+
+
 def run_mpi(args):
     """1 process of batch 64 with 2 BLAS threads (and with 1) against 2 ranks of batch 32 with one thread
     each, alternating round by round; the allreduce per iteration; the modelled scaling to 8 and 64 ranks."""
@@ -493,6 +502,11 @@ def run_mpi(args):
         comm, speedup = scaling_model(compute, allreduce, latency, nbytes, ranks)
         results["model"][ranks] = {"comm_ms": comm, "iteration_ms": compute + comm, "speedup": speedup,
                                    "efficiency": speedup / ranks}
+    results["network"] = dict(NETWORK, model={})
+    for ranks in (8, 64):
+        comm, speedup = network_model(compute, nbytes, ranks, NETWORK["gbytes_per_s"], NETWORK["latency_ms"])
+        results["network"]["model"][ranks] = {"comm_ms": comm, "iteration_ms": compute + comm, "speedup": speedup,
+                                              "efficiency": speedup / ranks}
     return results
 
 
@@ -514,9 +528,14 @@ def report_mpi(results, out=sys.stdout):
     line("  allreduce alone, ranks in step", spread(results["allreduce_ms_rounds"]))
     line("  allreduce of 4 bytes (latency)", spread(results["latency_ms_rounds"], digits=4))
     line("compute per rank per iteration", f"{results['compute_ms_per_rank']:.2f} ms")
-    for ranks, model in results["model"].items():
-        line(f"model, {ranks} ranks", f"allreduce {model['comm_ms']:.2f} ms, iteration {model['iteration_ms']:.2f} ms, "
-                                      f"speed-up {model['speedup']:.1f}x over one rank ({model['efficiency']:.0%})")
+    network = results["network"]
+    for name, models in (("measured links", results["model"]),
+                         (f"{network['name']}, {network['gbytes_per_s']} GB/s, {network['latency_ms'] * 1e3:.0f} us",
+                          network["model"])):
+        for ranks, model in models.items():
+            line(f"model, {ranks} ranks, {name}",
+                 f"allreduce {model['comm_ms']:.2f} ms, iteration {model['iteration_ms']:.2f} ms, "
+                 f"speed-up {model['speedup']:.1f}x over one rank ({model['efficiency']:.0%})")
 
 
 def main(argv=None):

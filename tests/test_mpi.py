@@ -143,3 +143,5 @@ def test_bench_scaling_model_of_a_ring_allreduce():
     comm, speedup = bench.scaling_model(compute_ms=20.0, allreduce_ms=1.01, latency_ms=0.01, nbytes=1000, ranks=64)
     assert comm == pytest.approx(2 * 63 * 0.01 + 2 * 63 / 64 * (1.01 - 2 * 0.01))
     assert speedup == pytest.approx(64 * 20 / (20 + comm))
+    comm, _ = bench.network_model(compute_ms=20.0, nbytes=1_250_000, ranks=8, gbytes_per_s=1.25, latency_ms=0.05)
+    assert comm == pytest.approx(2 * 7 * 0.05 + 2 * 7 / 8 * 1.0)
