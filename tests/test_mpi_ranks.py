@@ -238,3 +238,23 @@ def test_a_killed_rank_ends_the_job_and_the_last_snapshot_loads(dbs, tmp_path):
     solver.restore(last)
     assert solver.iter >= 10
     solver.close()
+
+
+def test_ctrl_c_stops_every_rank_on_one_iteration(dbs, tmp_path):
+    """SIGINT to mpiexec reaches each rank at a different point; they agree at the next reduction, stop
+    on the same iteration with one snapshot, and keep identical weights; exit status 130 as in one process."""
+    (tmp_path / "solver.prototxt").write_text(solver_text(dbs, 32, tmp_path / "s", max_iter=100000))
+    process = mpiexec(tmp_path, ["--solver", "solver.prototxt"], wait=False)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "s_iter_10.solverstate").exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"no snapshot at iteration 10: {finish(process, 1)}")
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    code, log = finish(process, timeout=60)
+    assert code == 130, log
+    assert log.count("Optimization stopped early.") == 1
+    stopped = int(re.search(r"resume with: .* --snapshot \S+_iter_(\d+)\.solverstate", log).group(1))
+    assert stopped > 10 and (tmp_path / f"s_iter_{stopped}.solverstate").exists()
+    assert log.count(f"Snapshotting to binary proto file {tmp_path / 's'}_iter_{stopped}.caffemodel") == 1
+    np.testing.assert_array_equal(np.load(tmp_path / "weights_rank0.npy"), np.load(tmp_path / "weights_rank1.npy"))
