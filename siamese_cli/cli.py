@@ -16,6 +16,13 @@ def _create_db(args):
 
     if args.single and args.balanced:
         raise SiameseError("create-db: --balanced is for pair DBs; drop it or --single")
+    if args.list:
+        if args.images is None or args.labels is not None or args.single:
+            raise SiameseError("create-db: with --list give one DB path (and no --single)")
+        create_db.create_pair_db_from_list(args.list, args.images, root=args.root, resize=args.resize or (0, 0),
+                                           color=args.color, seed=args.seed, backend=args.backend, force=args.force,
+                                           balanced=args.balanced, save_idx=args.save_idx)
+        return
     if args.images is None:
         if args.single:
             create_db.create_example_image_dbs(backend=args.backend, force=args.force)
@@ -47,6 +54,9 @@ def _resume_command(args, state_path):
 
 def _train(args):
     """Exit status: 0 done, 2 bad input or a failed write, 3 non-finite loss, 128 + N stopped by signal N."""
+    import io
+
+    from .log import CaffeLog
     from .parallel import data_parallel
     from .solvers import NonFiniteError, load_solver
     from .solvers.signals import exit_status
@@ -65,10 +75,11 @@ def _train(args):
         if args.snapshot:
             solver.restore(args.snapshot)
         elif args.weights:
+            quiet = CaffeLog(stream=io.StringIO())  # test nets share the train net's weights: report once
             for path in args.weights.split(","):
-                solver.net.copy_from(path)
+                solver.net.copy_from(path, log=solver.log)
                 for test_net in solver.test_nets:
-                    test_net.copy_from(path)
+                    test_net.copy_from(path, log=quiet)
         try:
             ranks.solve(solver)
         except NonFiniteError:
@@ -165,6 +176,33 @@ def _verify_data(args):
     verify_mnist()
 
 
+def _convert_imageset(args):
+    from .tools.convert_imageset import convert_imageset
+
+    convert_imageset(args.root, args.listfile, args.db, resize_height=args.resize_height,
+                     resize_width=args.resize_width, gray=args.gray, shuffle=args.shuffle, seed=args.seed,
+                     encoded=args.encoded, encode_type=args.encode_type, backend=args.backend,
+                     check_size=args.check_size, force=args.force)
+
+
+def _compute_image_mean(args):
+    from .tools.compute_mean import compute_image_mean
+
+    compute_image_mean(args.db, args.out, backend=args.backend)
+
+
+def _upgrade_net(args):
+    from .tools.upgrade import upgrade_net_file
+
+    upgrade_net_file(args.input, args.output)
+
+
+def _upgrade_solver(args):
+    from .tools.upgrade import upgrade_solver_file
+
+    upgrade_solver_file(args.input, args.output)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="siamese",
@@ -186,7 +224,39 @@ def build_parser():
     p.add_argument("--single", action="store_true",
                    help="one image per record, label = digit (Caffe's convert_mnist_data, for LeNet); "
                         "with no paths builds examples/mnist/mnist_{train,test}_BACKEND")
+    p.add_argument("--list", help="pairs from your own images: a list file of `PATH LABEL` lines (Caffe's format); "
+                                  "then give only DB")
+    p.add_argument("--root", default="", help="with --list: folder the list's paths start from")
+    p.add_argument("--resize", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), help="with --list: resize every image")
+    p.add_argument("--color", action="store_true", help="with --list: keep 3 colour channels (default grey)")
+    p.add_argument("--save-idx", metavar="PREFIX",
+                   help="with --list: also write PREFIX-images-idx3-ubyte/-labels-idx1-ubyte for plot-features")
     p.set_defaults(run=_create_db)
+
+    p = sub.add_parser("convert-imageset", help="image files named in a list to a LevelDB/LMDB (caffe convert_imageset)",
+                       description="One Datum per `PATH LABEL` line of LISTFILE, key %%08d_PATH, raw BGR pixels or "
+                                   "(--encoded) the image file's bytes. Unreadable images are reported and skipped.")
+    p.add_argument("root", help="folder the list's paths start from")
+    p.add_argument("listfile", help="list file: `PATH LABEL` per line")
+    p.add_argument("db", help="output database folder")
+    p.add_argument("--resize_height", "--resize-height", type=int, default=0, help="resize to this height (with width)")
+    p.add_argument("--resize_width", "--resize-width", type=int, default=0, help="resize to this width (with height)")
+    p.add_argument("--gray", action="store_true", help="read the images as grey (one channel)")
+    p.add_argument("--shuffle", action="store_true", help="shuffle the lines first (seeded by --seed)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --shuffle (default 0)")
+    p.add_argument("--encoded", action="store_true", help="store encoded image bytes instead of pixels")
+    p.add_argument("--encode_type", "--encode-type", default="", help="re-encode as png or jpg (implies --encoded)")
+    p.add_argument("--backend", choices=["lmdb", "leveldb"], default="lmdb", help="database kind (default lmdb)")
+    p.add_argument("--check_size", "--check-size", action="store_true", help="require one size for all images")
+    p.add_argument("--force", action="store_true", help="replace an existing database")
+    p.set_defaults(run=_convert_imageset)
+
+    p = sub.add_parser("compute-image-mean", help="mean image of a Datum database (caffe compute_image_mean)",
+                       description="Writes a 1 x C x H x W BlobProto that transform_param's mean_file reads.")
+    p.add_argument("db", help="database folder")
+    p.add_argument("out", nargs="?", help="output .binaryproto (omit to print the channel means only)")
+    p.add_argument("--backend", choices=["lmdb", "leveldb"], help="database kind (default: found from its files)")
+    p.set_defaults(run=_compute_image_mean)
 
     p = sub.add_parser("train", help="train a net with a solver prototxt (caffe train)",
                        description="Run the solver: test, display, snapshot as Caffe does, with Caffe's log lines.")
@@ -272,6 +342,18 @@ def build_parser():
     p.add_argument("--out", help="output picture: png, svg, pdf (default: beside the log, LOG_loss.png; "
                                  "train.log gives train_loss.png)")
     p.set_defaults(run=_plot_log)
+
+    p = sub.add_parser("upgrade-net", help="rewrite a V0/V1 net prototxt or .caffemodel in the current format",
+                       description="Caffe's upgrade_net_proto_text/binary: text in, text out; binary in, binary out.")
+    p.add_argument("input", help="old net .prototxt or .caffemodel")
+    p.add_argument("output", help="upgraded file to write")
+    p.set_defaults(run=_upgrade_net)
+
+    p = sub.add_parser("upgrade-solver", help="rewrite a solver prototxt: solver_type enum to type string",
+                       description="Caffe's upgrade_solver_proto_text; nets written inside it are upgraded too.")
+    p.add_argument("input", help="old solver .prototxt")
+    p.add_argument("output", help="upgraded solver to write")
+    p.set_defaults(run=_upgrade_solver)
 
     p = sub.add_parser("verify-data", help="check the bundled MNIST files against their SHA-256 sums")
     p.set_defaults(run=_verify_data)

@@ -28,9 +28,29 @@ def _norm(filler, shape):
     return fan_in
 
 
+def bilinear(shape):
+    """Caffe's bilinear kernel: weights that make a stride-f Deconvolution upsample by interpolation.
+
+    With f = ceil(k / 2) and c = (k - 1) / (2 f), tap x of a k-wide kernel weighs 1 - |x / f - c|;
+    every (output, input) pair gets the same 2-D product of the two axes' weights.
+    """
+    if len(shape) != 4 or shape[2] != shape[3]:
+        raise SiameseError(f"the bilinear filler needs a 4-D blob with square kernels, got shape {list(shape)}")
+    size = shape[3]
+    f = np.ceil(size / 2.0)
+    c = (size - 1) / (2.0 * f)
+    taps = 1 - np.abs(np.arange(size) / f - c)
+    return np.broadcast_to(np.outer(taps, taps), shape).astype(np.float32)
+
+
 def fill(filler, shape, rng):
     """A float32 array of `shape` drawn as FillerParameter `filler` says."""
     kind = filler.type
+    if filler.sparse < -1:
+        raise SiameseError(f"filler sparse must be -1 (off) or at least 0, got {filler.sparse}")
+    if filler.sparse != -1 and kind != "gaussian" and kind in KINDS:
+        raise SiameseError(f'filler "{kind}" does not support sparse (Caffe allows it only for gaussian); '
+                           f"remove sparse: {filler.sparse} or use type: \"gaussian\"")
     if kind == "constant":
         return np.full(shape, filler.value, np.float32)
     if kind == "uniform":
@@ -53,6 +73,7 @@ def fill(filler, shape, rng):
         rows = values.reshape(shape[0], -1)
         rows /= rows.sum(axis=1, keepdims=True)
         return values
+    if kind == "bilinear":
+        return bilinear(shape)
     raise SiameseError(
-        f'unknown filler type "{kind}"; use constant, uniform, gaussian, xavier, msra or positive_unitball'
-    )
+        f'unknown filler type "{kind}"; use one of {", ".join(KINDS)}')

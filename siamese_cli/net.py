@@ -6,9 +6,10 @@ import numpy as np
 
 from .blob import Blob
 from .errors import SiameseError
-from .io.files import read_binary_proto, write_bytes_atomic
+from .io.files import write_bytes_atomic
 from .fillers import KINDS as FILLER_KINDS
 from .io.prototxt import field_line, read_net
+from .io.upgrade import read_weights
 from .layers import layer_class
 from .log import CaffeLog
 from .proto import caffe_pb2
@@ -210,7 +211,7 @@ class Net:
     def _share_params(self, layer, lp, owners):
         for k, blob in enumerate(layer.blobs):
             spec = lp.param[k] if k < len(lp.param) else caffe_pb2.ParamSpec()
-            lr_mult, decay_mult = spec.lr_mult, spec.decay_mult
+            lr_mult, decay_mult = (0.0 if layer.frozen_params else spec.lr_mult), spec.decay_mult
             if not spec.name or spec.name not in owners:
                 learnable = LearnableParam(blob, spec.name or f"{lp.name}[{k}]", lr_mult, decay_mult)
                 self.learnable_params.append(learnable)
@@ -360,8 +361,8 @@ class Net:
             param.blob = replaced.get(id(param.blob), param.blob)
 
     def copy_from(self, path, log=None):
-        """Load weights from a Caffe .caffemodel: layers matched by name (Caffe's CopyTrainedLayersFrom)."""
-        proto = read_binary_proto(path, caffe_pb2.NetParameter())
+        """Load weights from a Caffe .caffemodel (V0/V1 files upgraded): layers matched by name."""
+        proto = read_weights(path)
         return self.copy_from_proto(proto, source=str(path), log=log)
 
     def copy_from_proto(self, proto, source="weights", log=None):

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
+import layerkit
 from gradcheck import check_gradients, make_blobs
 from siamese_cli.blob import Blob
 from siamese_cli.errors import SiameseError
-from siamese_cli.layers import layer_class
 from siamese_cli.net import Net
 from siamese_cli.proto import caffe_pb2
 
@@ -15,18 +15,11 @@ RNG = np.random.default_rng(77)
 
 
 def make(type_name, text="", seed=0):
-    param = caffe_pb2.LayerParameter(name="probe", type=type_name)
-    text_format.Merge(text, param)
-    return layer_class(type_name)(param, phase="TRAIN", rng=np.random.default_rng(seed))
+    return layerkit.make(type_name, text, phase="TRAIN", seed=seed)
 
 
 def run(layer, bottom, num_top=1):
-    top = [Blob() for _ in range(num_top)]
-    layer.check_counts(bottom, top)
-    layer.setup(bottom, top)
-    layer.reshape(bottom, top)
-    layer.forward(bottom, top)
-    return top
+    return layerkit.setup_forward(layer, bottom, num_top=num_top)
 
 
 # ---------------------------------------------------------------- ArgMax

@@ -6,7 +6,7 @@ from google.protobuf import text_format
 from gradcheck import check_gradients, make_blobs
 from siamese_cli.blob import Blob
 from siamese_cli.errors import SiameseError
-from siamese_cli.layers import convolution, layer_class
+from siamese_cli.layers import _depthwise, convolution, layer_class
 from siamese_cli.proto import caffe_pb2
 
 FILLERS = 'weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 }'
@@ -67,10 +67,20 @@ CASES = [
      (1, 2, 6, 7), (2, 1), (0, 1), (1, 2), 1),
     ("num_output: 6 kernel_size: 3 group: 3 pad: 1", (2, 6, 5, 5), (1, 1), (1, 1), (1, 1), 3),
     ("num_output: 2 kernel_size: 1", (3, 4, 3, 3), (1, 1), (0, 0), (1, 1), 1),
+    ("num_output: 3 kernel_size: 1 bias_term: false", (2, 3, 4, 20), (1, 1), (0, 0), (1, 1), 1),
     # rows of at least convolution.SHORT_ROW take the batch-second layout
     ("num_output: 2 kernel_size: 3 stride: 1", (2, 2, 4, 20), (1, 1), (0, 0), (1, 1), 1),
     ("num_output: 4 kernel_size: 3 group: 2 pad: 1", (2, 4, 3, 18), (1, 1), (1, 1), (1, 1), 2),
     ("num_output: 3 kernel_size: 3 stride: 2 dilation: 2 pad: 1", (2, 2, 5, 40), (2, 2), (1, 1), (2, 2), 1),
+    ("num_output: 6 kernel_size: 3 group: 3 pad: 1 stride: 2", (2, 6, 4, 20), (2, 2), (1, 1), (1, 1), 3),
+    ("num_output: 8 kernel_size: 1 group: 2", (2, 4, 3, 3), (1, 1), (0, 0), (1, 1), 2),
+    # depthwise (group == channels), channel multiplier 1 and 2
+    ("num_output: 5 kernel_size: 3 group: 5 pad: 1", (2, 5, 6, 5), (1, 1), (1, 1), (1, 1), 5),
+    ("num_output: 4 kernel_size: 3 group: 4 pad: 1 stride: 2", (1, 4, 7, 6), (2, 2), (1, 1), (1, 1), 4),
+    ("num_output: 6 kernel_h: 2 kernel_w: 3 group: 3 dilation: 2 pad: 1", (2, 3, 6, 7), (1, 1), (1, 1), (2, 2), 3),
+    ("num_output: 3 kernel_size: 3 group: 3 bias_term: false", (1, 3, 5, 20), (1, 1), (0, 0), (1, 1), 3),
+    ("num_output: 4 kernel_size: 3 group: 2 pad: 1 dilation: 2", (2, 2, 4, 18), (1, 1), (1, 1), (2, 2), 2),
+    ("num_output: 3 kernel_size: 3 group: 3 stride: 2 pad: 1", (1, 3, 5, 34), (2, 2), (1, 1), (1, 1), 3),
 ]
 
 
@@ -80,7 +90,8 @@ def test_forward_matches_direct_convolution(text, shape, stride, pad, dilation, 
     x = rng.standard_normal(shape).astype(np.float32)
     layer = make(f"{text} {FILLERS}")
     _, (top,) = run(layer, x)
-    expected = reference(x, layer.blobs[0].data, layer.blobs[1].data, stride, pad, dilation, group)
+    bias = layer.blobs[1].data if len(layer.blobs) > 1 else None
+    expected = reference(x, layer.blobs[0].data, bias, stride, pad, dilation, group)
     assert top.data.dtype == np.float32
     assert top.shape == expected.shape
     np.testing.assert_allclose(top.data, expected, rtol=1e-5, atol=1e-5)
@@ -230,3 +241,18 @@ def test_reshape_to_new_batch_size():
     layer.forward(bottom, top)
     expected = reference(x, layer.blobs[0].data, layer.blobs[1].data, (1, 1), (0, 0), (1, 1), 1)
     np.testing.assert_allclose(top[0].data, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("text, shape, stride, pad", [
+    ("num_output: 4 kernel_size: 3 group: 4 pad: 1", (2, 4, 6, 20), (1, 1), (1, 1)),
+    ("num_output: 4 kernel_size: 3 group: 4 pad: 1 stride: 2", (2, 4, 9, 36), (2, 2), (1, 1)),
+    ("num_output: 4 kernel_size: 3 group: 4 pad: 1 stride: 2", (2, 4, 9, 7), (2, 2), (1, 1)),
+])
+def test_depthwise_in_small_blocks_matches_direct_convolution(monkeypatch, text, shape, stride, pad):
+    """The forward pass of depthwise layers works block by block; tiny blocks must give the same top."""
+    monkeypatch.setattr(_depthwise, "BLOCK_BYTES", 64)
+    x = np.random.default_rng(8).standard_normal(shape).astype(np.float32)
+    layer = make(f"{text} {FILLERS}")
+    _, (top,) = run(layer, x)
+    expected = reference(x, layer.blobs[0].data, layer.blobs[1].data, stride, pad, (1, 1), shape[1])
+    np.testing.assert_allclose(top.data, expected, rtol=1e-5, atol=1e-5)

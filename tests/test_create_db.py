@@ -138,7 +138,7 @@ def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
     real_put = dbmod.Writer.put_batch
     monkeypatch.setattr(dbmod.Writer, "put_batch", failing_put)
     before = entries(tmp_path)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(SiameseError, match=r"new/db: cannot write the database: disk full"):
         create_pair_db(images, labels, tmp_path / "new" / "db")
     assert len(calls) == 2
     assert entries(tmp_path) == before
@@ -230,3 +230,17 @@ def test_single_image_db_is_convert_mnist_data(tmp_path, backend, capsys):
         assert datum.data == image_array[k].tobytes()
         assert value == caffe_pb2.Datum(channels=1, height=4, width=3, data=image_array[k].tobytes(),
                                         label=int(label_array[k])).SerializeToString()
+
+
+def test_lmdb_write_error_is_one_line(tmp_path, monkeypatch):
+    import lmdb
+
+    _, _, (images, labels) = make_inputs(tmp_path)
+
+    def failing_put(self, records):
+        raise lmdb.DiskError("mdb_put: No space left on device")
+
+    monkeypatch.setattr(dbmod.Writer, "put_batch", failing_put)
+    with pytest.raises(SiameseError, match=r"db: cannot write the database: mdb_put: No space left on device"):
+        create_pair_db(images, labels, tmp_path / "db", backend="lmdb")
+    assert not (tmp_path / "db").exists()

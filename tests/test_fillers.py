@@ -39,9 +39,34 @@ def test_xavier_bound_uses_fan(norm, n):
     assert values.var() == pytest.approx(1.0 / n, rel=0.05)
 
 
-def test_msra_std():
+@pytest.mark.parametrize("norm, n", [("FAN_IN", 20 * 3 * 3), ("FAN_OUT", 60 * 3 * 3), ("AVERAGE", (180 + 540) / 2)])
+def test_msra_std_uses_fan(norm, n):
+    values = draw(f'type: "msra" variance_norm: {norm}', (60, 20, 3, 3))
+    assert values.mean() == pytest.approx(0, abs=0.01)
+    assert values.std() == pytest.approx(np.sqrt(2.0 / n), rel=0.03)
+
+
+def test_msra_default_is_fan_in():
     values = draw('type: "msra"', (100, 800))
     assert values.std() == pytest.approx(np.sqrt(2.0 / 800), rel=0.03)
+
+
+def test_bilinear_is_caffes_upsampling_kernel():
+    # k = 4 (upsampling by 2): f = 2, c = 0.75, taps 1 - |x/2 - 0.75| = 0.25, 0.75, 0.75, 0.25.
+    taps = np.array([0.25, 0.75, 0.75, 0.25])
+    values = draw('type: "bilinear"', (3, 1, 4, 4))
+    for kernel in values[:, 0]:
+        np.testing.assert_allclose(kernel, np.outer(taps, taps), rtol=1e-6)
+    # k = 3: f = 2, c = 0.5, taps 0.5, 1, 0.5.
+    np.testing.assert_allclose(draw('type: "bilinear"', (1, 2, 3, 3))[0, 1], np.outer([0.5, 1, 0.5], [0.5, 1, 0.5]))
+    with pytest.raises(SiameseError, match="square"):
+        draw('type: "bilinear"', (1, 1, 3, 4))
+
+
+@pytest.mark.parametrize("kind", ["constant", "uniform", "xavier", "msra", "positive_unitball", "bilinear"])
+def test_sparse_is_refused_except_for_gaussian(kind):
+    with pytest.raises(SiameseError, match=f'filler "{kind}" does not support sparse'):
+        draw(f'type: "{kind}" sparse: 3', (4, 4, 2, 2))
 
 
 def test_positive_unitball_rows_sum_to_one():
@@ -52,5 +77,5 @@ def test_positive_unitball_rows_sum_to_one():
 
 def test_same_seed_same_draw_and_unknown_type():
     np.testing.assert_array_equal(draw('type: "xavier"', (4, 4), seed=3), draw('type: "xavier"', (4, 4), seed=3))
-    with pytest.raises(SiameseError, match='unknown filler type "bilinear"'):
-        draw('type: "bilinear"', (2, 2))
+    with pytest.raises(SiameseError, match='unknown filler type "bicubic"'):
+        draw('type: "bicubic"', (2, 2))

@@ -5,7 +5,6 @@ import string
 from pathlib import Path
 
 import pytest
-from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -207,8 +206,6 @@ def test_mutated_idx_and_gzip(tmp_path, data):
 DATUM = caffe_pb2.Datum(channels=2, height=2, width=2, data=bytes(range(8)), label=1).SerializeToString()
 
 
-@pytest.mark.xfail(raises=DecodeError, strict=False,
-                   reason="the Data layer's corrupt-Datum check comes with the legacy branch (layers/data.py)")
 @FUZZ
 @given(data=st.data())
 def test_random_and_mutated_datum_records(data):

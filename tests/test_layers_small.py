@@ -1,28 +1,14 @@
 """The small layers: forward values against hand-worked numbers, gradients against central differences."""
 import numpy as np
 import pytest
-from google.protobuf import text_format
 
 from gradcheck import check_gradients, make_blobs
+from layerkit import make, setup_forward
 from siamese_cli.blob import Blob
 from siamese_cli.errors import SiameseError
-from siamese_cli.layers import layer_class
-from siamese_cli.proto import caffe_pb2
-
-
-def make(type_name, text="", phase="TEST", seed=0):
-    param = caffe_pb2.LayerParameter(name="probe", type=type_name)
-    text_format.Merge(text, param)
-    return layer_class(type_name)(param, phase=phase, rng=np.random.default_rng(seed))
-
 
 def run(layer, bottom, num_top=1):
-    top = [Blob() for _ in range(num_top)]
-    layer.check_counts(bottom, top)
-    layer.setup(bottom, top)
-    layer.reshape(bottom, top)
-    layer.forward(bottom, top)
-    return top
+    return setup_forward(layer, bottom, num_top=num_top)
 
 
 def backward(layer, top, bottom, top_diffs, propagate=None):

@@ -4,29 +4,19 @@ import math
 
 import numpy as np
 import pytest
-from google.protobuf import text_format
 
+import layerkit
 from gradcheck import check_gradients, make_blobs
-from siamese_cli.blob import Blob, array_to_proto
+from siamese_cli.blob import array_to_proto
 from siamese_cli.errors import SiameseError
-from siamese_cli.layers import layer_class
-from siamese_cli.proto import caffe_pb2
-
 RNG = np.random.default_rng(99)
 
-
 def make(type_name, text="", seed=0):
-    param = caffe_pb2.LayerParameter(name="probe", type=type_name)
-    text_format.Merge(text, param)
-    return layer_class(type_name)(param, phase="TRAIN", rng=np.random.default_rng(seed))
+    return layerkit.make(type_name, text, phase="TRAIN", seed=seed)
 
 
 def loss_of(layer, bottom, num_top=1):
-    top = [Blob() for _ in range(num_top)]
-    layer.check_counts(bottom, top)
-    layer.setup(bottom, top)
-    layer.reshape(bottom, top)
-    layer.forward(bottom, top)
+    top = layerkit.setup_forward(layer, bottom, num_top=num_top)
     assert top[0].shape == ()
     return float(top[0].data), top
 

@@ -130,12 +130,12 @@ def test_a_leveldb_another_process_holds_is_read_through_a_private_copy(tmp_path
 
 
 def test_bench_scaling_model_of_a_ring_allreduce():
-    """scripts/bench.py --mpi: at 2 ranks the model gives back the measured allreduce; at N it is
+    """scripts/bench_mpi.py (bench.py --mpi): at 2 ranks the model gives back the measured allreduce; at N it is
     2(N-1) latencies plus 2(N-1)/N of the buffer at the measured bandwidth."""
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("bench", Path(__file__).parent.parent / "scripts" / "bench.py")
+    spec = importlib.util.spec_from_file_location("bench_mpi", Path(__file__).parent.parent / "scripts" / "bench_mpi.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     comm, speedup = bench.scaling_model(compute_ms=20.0, allreduce_ms=1.01, latency_ms=0.01, nbytes=1000, ranks=2)
@@ -145,3 +145,20 @@ def test_bench_scaling_model_of_a_ring_allreduce():
     assert speedup == pytest.approx(64 * 20 / (20 + comm))
     comm, _ = bench.network_model(compute_ms=20.0, nbytes=1_250_000, ranks=8, gbytes_per_s=1.25, latency_ms=0.05)
     assert comm == pytest.approx(2 * 7 * 0.05 + 2 * 7 / 8 * 1.0)
+
+
+def test_layers_without_a_record_filter_are_named():
+    """Layers that read a source but cannot be split over ranks (ImageData, HDF5Data) get a warning at start-up."""
+    from types import SimpleNamespace
+
+    mpi = pytest.importorskip("siamese_cli.parallel.mpi")
+    image_data = caffe_pb2.LayerParameter(name="images", type="ImageData")
+    image_data.image_data_param.source = "list.txt"
+    hdf5 = caffe_pb2.LayerParameter(name="h5", type="HDF5Data")
+    hdf5.hdf5_data_param.source = "files.txt"
+    dummy = caffe_pb2.LayerParameter(name="d", type="DummyData")
+    dummy.dummy_data_param.shape.add(dim=[2, 3])
+    assert mpi._reads_a_source(SimpleNamespace(param=image_data))
+    assert mpi._reads_a_source(SimpleNamespace(param=hdf5))
+    assert not mpi._reads_a_source(SimpleNamespace(param=dummy))
+    assert not mpi._reads_a_source(SimpleNamespace(param=caffe_pb2.LayerParameter(name="i", type="Input")))

@@ -1,30 +1,19 @@
 """The neuron layers of Caffe's catalogue: values from Caffe's formulas in float64, gradients by central differences."""
 import numpy as np
 import pytest
-from google.protobuf import text_format
 
+import layerkit
 from gradcheck import check_gradients, make_blobs
-from siamese_cli.blob import Blob
 from siamese_cli.errors import SiameseError
-from siamese_cli.layers import layer_class
-from siamese_cli.proto import caffe_pb2
-
 RNG = np.random.default_rng(2024)
 
-
 def make(type_name, text="", seed=0):
-    param = caffe_pb2.LayerParameter(name="probe", type=type_name)
-    text_format.Merge(text, param)
-    return layer_class(type_name)(param, phase="TRAIN", rng=np.random.default_rng(seed))
+    return layerkit.make(type_name, text, phase="TRAIN", seed=seed)
 
 
 def forward(layer, x, in_place=False):
     (bottom,) = make_blobs(x)
-    top = [bottom] if in_place else [Blob()]
-    layer.check_counts([bottom], top)
-    layer.setup([bottom], top)
-    layer.reshape([bottom], top)
-    layer.forward([bottom], top)
+    top = layerkit.setup_forward(layer, [bottom], [bottom] if in_place else None)
     return bottom, top[0]
 
 

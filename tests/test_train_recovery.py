@@ -265,3 +265,12 @@ def test_missing_test_net_names_the_solver_line_that_names_it(tmp_path):
         load_solver(solver_path, log=Lines())
     assert str(caught.value).startswith(f"{tmp_path}/gone.prototxt: no such file, named by test_net in "
                                         f"{solver_path}:{line}; ")
+
+
+def test_solverstate_whose_learned_net_is_not_text_is_a_clear_error(tmp_path):
+    solver = make(tmp_path)
+    solver.snapshot()
+    state = next(tmp_path.glob("*.solverstate"))
+    state.write_bytes(state.read_bytes() + b"\x12\x02\xff\xfe")  # a later learned_net wins: not UTF-8
+    with pytest.raises(SiameseError, match="learned_net is not a valid file name"):
+        solver.restore(state)

@@ -43,10 +43,7 @@ def detect_backend(path):
 def _check_source(path, backend):
     path = Path(path)
     if not path.exists():
-        raise SiameseError(
-            f"{path}: no such database; run `siamese create-db` to build the example pair DBs "
-            "(relative paths start at the working directory)"
-        )
+        raise SiameseError(f"{path}: no such database{_build_hint(path)} (relative paths start at the working directory)")
     if not path.is_dir():
         raise SiameseError(f"{path}: is a file, not a {_NAMES[backend]} database folder")
     found = detect_backend(path)
@@ -57,6 +54,55 @@ def _check_source(path, backend):
             f"{path}: is an {_NAMES[found]} database, but {_NAMES[backend]} was asked for; "
             f"set backend: {found.upper()} in data_param"
         )
+
+
+def _build_hint(path, verb="build"):
+    """How to make `path` when it is one of the examples' own databases; empty for any other path."""
+    name = os.path.normpath(str(path))
+    for backend in _NAMES:
+        if name in (os.path.join("examples", "siamese", f"mnist_siamese_{split}_{backend}") for split in ("train", "test")):
+            flag = "" if backend == LEVELDB else f" --backend {backend}"
+            return f"; run `siamese create-db{flag}` to {verb} the example pair DBs"
+        if name in (os.path.join("examples", "mnist", f"mnist_{split}_{backend}") for split in ("train", "test")):
+            return f"; run `siamese create-db --single --backend {backend}` to {verb} the LeNet example DBs"
+    return ""
+
+
+def decode_datum(value, key, source, color=None):
+    """(pixels C x H x W, label) of one serialized Datum record, every fault named by database and key.
+
+    Raw records give uint8 pixels (float32 for float_data records); encoded (JPEG/PNG) ones are
+    decoded, as stored (`color` None), or forced to "color" (3 channels) or "gray" (1).
+    """
+    import numpy as np
+    from google.protobuf.message import DecodeError
+
+    from ..proto import caffe_pb2
+
+    name = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+    try:
+        datum = caffe_pb2.Datum.FromString(value)
+    except DecodeError as exc:
+        raise SiameseError(f"{source}: record {name}: not a Datum ({exc}); rebuild the database") from None
+    if datum.encoded:
+        from .images import NATIVE, ImageError, decode_image
+
+        try:
+            return decode_image(datum.data, color or NATIVE), datum.label
+        except ImageError as exc:
+            raise SiameseError(f"{source}: record {name}: {exc}") from None
+    shape = (datum.channels, datum.height, datum.width)
+    size = shape[0] * shape[1] * shape[2]
+    if size < 1:
+        raise SiameseError(f"{source}: record {name} has shape {'x'.join(map(str, shape))} and is not encoded; "
+                           "not an image Datum")
+    if len(datum.data) == size:
+        return np.frombuffer(datum.data, np.uint8).reshape(shape), datum.label
+    if len(datum.float_data) == size:
+        return np.asarray(datum.float_data, np.float32).reshape(shape), datum.label
+    raise SiameseError(f"{source}: record {name} holds {len(datum.data)} data bytes and {len(datum.float_data)} "
+                       f"float_data values, not the {size} its {'x'.join(map(str, shape))} shape needs; "
+                       "the database is corrupt or cut short")
 
 
 def _open_leveldb(path):
@@ -195,7 +241,7 @@ class Reader:
             self._cursor = self._txn.cursor()
         if not self._first():
             self.close()
-            raise SiameseError(f"{self.path}: database has no records; rebuild it with `siamese create-db`")
+            raise SiameseError(f"{self.path}: database has no records{_build_hint(self.path, 'rebuild')}")
 
     def _first(self):
         """Position on the first record; False when there is none."""

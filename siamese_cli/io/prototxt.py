@@ -47,13 +47,25 @@ def read_text(path, message):
 
 
 def read_net(path):
-    """A NetParameter from a .prototxt file."""
-    return read_text(path, caffe_pb2.NetParameter())
+    """A NetParameter from a .prototxt file, upgraded from Caffe's V0/V1 formats when it uses them."""
+    from .upgrade import upgrade_net
+
+    net = read_text(path, caffe_pb2.NetParameter())
+    upgrade_net(net, str(path))
+    return net
 
 
 def read_solver(path):
-    """A SolverParameter from a solver .prototxt file."""
-    return read_text(path, caffe_pb2.SolverParameter())
+    """A SolverParameter from a solver .prototxt file; nets written inside it are upgraded as read_net's."""
+    from .upgrade import upgrade_solver_nets
+
+    solver = read_text(path, caffe_pb2.SolverParameter())
+    upgrade_solver_nets(solver, str(path))
+    if solver.snapshot_format == caffe_pb2.SolverParameter.HDF5:
+        from .hdf5 import h5py_module
+
+        h5py_module(f"{path}: snapshot_format: HDF5 snapshots")  # refuse now, not at the first snapshot
+    return solver
 
 
 def to_text(message):

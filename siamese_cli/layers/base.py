@@ -15,6 +15,7 @@ class Layer:
       `min_bottom`/`min_top` and `max_bottom`/`max_top`: bounds.
     - `is_loss`: the first top defaults to loss_weight 1.
     - `no_gradient_bottoms`: indices of bottoms that take no gradient (labels).
+    - `frozen_params`: the net gives every blob lr_mult 0 (BatchNorm's statistics, as Caffe forces).
     """
 
     type = None
@@ -26,6 +27,7 @@ class Layer:
     max_top = None
     is_loss = False
     no_gradient_bottoms = ()
+    frozen_params = False
 
     def allow_backward(self, index):
         """False for bottoms that never take a gradient (labels), even under force_backward."""

@@ -10,6 +10,8 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..blob import Blob
 from ..fillers import fill
+from . import _pointwise
+from ._depthwise import Depthwise
 from .base import Layer
 
 #: Columns above this many bytes are built a slice of the batch at a time (and rebuilt in backward).
@@ -75,6 +77,16 @@ def _view(array, shape):
     view = array.view()
     view.shape = shape
     return view
+
+
+def by_group(array, axis, groups):
+    """A view of `array` with `axis` split into `groups` equal blocks, the group index first.
+
+    np.matmul over such views runs every group's product in one call, with no Python loop.
+    """
+    shape = array.shape
+    split = _view(array, shape[:axis] + (groups, shape[axis] // groups) + shape[axis + 1:])
+    return np.moveaxis(split, axis, 0)
 
 
 class _Plan:
@@ -198,6 +210,10 @@ class Convolution(Layer):
         if self.bias_term:
             self.blobs.append(self._filled(p.bias_filler, (self.num_output,)))
         self._plan = None
+        self.depthwise = None
+        if self.group > 1 and self.group == channels:
+            self.depthwise = Depthwise(self.kernel, self.stride, self.pad, self.dilation, self.num_output // self.group)
+        self.pointwise = _pointwise.applies(self)
 
     def _filled(self, filler, shape):
         blob = Blob(shape)
@@ -255,8 +271,15 @@ class Convolution(Layer):
         plan = self._plan
         g, o = self.group, self.num_output
         weights = self.blobs[0].data.reshape(o, -1)
-        og, rg = o // g, plan.rows // g
         oh, ow = plan.out_hw
+        if self.pointwise:
+            _pointwise.forward(self, bottom, top)
+            return
+        if self.depthwise is not None:
+            bias = self.blobs[1].data if self.bias_term else None
+            for index, (b, t) in enumerate(zip(bottom, top)):
+                self.depthwise.forward(b.data, self.blobs[0].data, bias, t.data, index)
+            return
         for index, (b, t) in enumerate(zip(bottom, top)):
             for start, stop in self._chunks(plan):
                 columns = self._im2col(plan, b.data, start, stop, index)
@@ -265,9 +288,11 @@ class Convolution(Layer):
                     # (positions, O) is the faster orientation for OpenBLAS here, and the cheaper transpose.
                     # Bias first, while the product is contiguous; a strided add costs several times more.
                     product = plan.buffer("product", (columns.shape[1], o))
-                    for k in range(g):
-                        np.matmul(columns[k * rg:(k + 1) * rg].T, weights[k * og:(k + 1) * og].T,
-                                  out=product[:, k * og:(k + 1) * og])
+                    if g == 1:
+                        np.matmul(columns.T, weights.T, out=product)
+                    else:
+                        np.matmul(by_group(columns, 0, g).transpose(0, 2, 1), by_group(weights, 0, g).transpose(0, 2, 1),
+                                  out=by_group(product, 1, g))
                     if self.bias_term:
                         np.add(product, self.blobs[1].data, out=product)
                     np.copyto(t.data[start:stop], product.reshape(oh, ow, m, o).transpose(2, 3, 0, 1))
@@ -275,9 +300,10 @@ class Convolution(Layer):
                 # One matmul per sample, written straight into the (N, O, oh * ow) top: no transpose.
                 out = _view(t.data[start:stop], (m, o, oh * ow))
                 per_sample = plan.per_sample(columns, m)
-                for k in range(g):
-                    np.matmul(weights[k * og:(k + 1) * og], per_sample[:, k * rg:(k + 1) * rg],
-                              out=out[:, k * og:(k + 1) * og])
+                if g == 1:
+                    np.matmul(weights, per_sample, out=out)
+                else:
+                    np.matmul(by_group(weights, 0, g)[:, None], by_group(per_sample, 1, g), out=by_group(out, 1, g))
                 if self.bias_term:
                     np.add(out, self.blobs[1].data[:, None], out=out)
 
@@ -289,6 +315,15 @@ class Convolution(Layer):
         weight_diff = self.blobs[0].diff.reshape(o, -1)
         (kh, kw), (ph, pw) = self.kernel, self.pad
         oh, ow = plan.out_hw
+        if self.pointwise:
+            _pointwise.backward(self, top, propagate_down, bottom)
+            return
+        if self.depthwise is not None:
+            for index, (t, b) in enumerate(zip(top, bottom)):
+                down = propagate_down[index] if index < len(propagate_down) else False
+                self.depthwise.backward(t.diff, self.blobs[0].data, self.blobs[0].diff,
+                                        self.blobs[1].diff if self.bias_term else None, b.diff if down else None, index)
+            return
         for index, (t, b) in enumerate(zip(top, bottom)):
             down = propagate_down[index] if index < len(propagate_down) else False
             for start, stop in self._chunks(plan):
@@ -302,10 +337,12 @@ class Convolution(Layer):
                     np.copyto(plan.from_positions(grad, m), t.diff[start:stop])
                     if self.bias_term:
                         self.blobs[1].diff += grad @ plan.ones(grad.shape[1])
-                    for k in range(g):
-                        # (columns @ grad.T).T is faster than grad @ columns.T for these thin shapes.
-                        weight_diff[k * og:(k + 1) * og] += (columns[k * rg:(k + 1) * rg]
-                                                             @ grad[k * og:(k + 1) * og].T).T
+                    # (columns @ grad.T).T is faster than grad @ columns.T for these thin shapes.
+                    if g == 1:
+                        weight_diff += (columns @ grad.T).T
+                    else:
+                        by_group(weight_diff, 0, g)[...] += np.matmul(
+                            by_group(columns, 0, g), by_group(grad, 0, g).transpose(0, 2, 1)).transpose(0, 2, 1)
                 else:
                     # Per-sample products summed over the batch: short, contiguous inner dimensions
                     # multiply several times faster than one product over all positions, and the
@@ -314,11 +351,13 @@ class Convolution(Layer):
                     if self.bias_term:
                         self.blobs[1].diff += (grad @ plan.ones(oh * ow)).sum(axis=0)
                     per_sample = plan.per_sample(columns, m)
-                    parts = plan.buffer("weight_grad_parts", (m, rg, og))
-                    for k in range(g):
-                        np.matmul(per_sample[:, k * rg:(k + 1) * rg], grad[:, k * og:(k + 1) * og].transpose(0, 2, 1),
-                                  out=parts)
-                        weight_diff[k * og:(k + 1) * og] += parts.sum(axis=0).T
+                    if g == 1:
+                        parts = plan.buffer("weight_grad_parts", (m, rg, og))
+                        np.matmul(per_sample, grad.transpose(0, 2, 1), out=parts)
+                        weight_diff += parts.sum(axis=0).T
+                    else:
+                        parts = np.matmul(by_group(per_sample, 1, g), by_group(grad, 1, g).transpose(0, 1, 3, 2))
+                        by_group(weight_diff, 0, g)[...] += parts.sum(axis=1).transpose(0, 2, 1)
                 if not down:
                     continue
                 padded = plan.buffer("padded_grad", plan.padded_shape(m))
@@ -329,14 +368,12 @@ class Convolution(Layer):
                     continue
                 col_grad = plan.buffer("column_grad", (plan.rows, m * oh * ow))
                 if plan.batch_last:
-                    for k in range(g):
-                        np.matmul(weights[k * og:(k + 1) * og].T, grad[k * og:(k + 1) * og],
-                                  out=col_grad[k * rg:(k + 1) * rg])
+                    np.matmul(by_group(weights, 0, g).transpose(0, 2, 1), by_group(grad, 0, g),
+                              out=by_group(col_grad, 0, g))
                 else:
                     col_per_sample = plan.per_sample(col_grad, m)
-                    for k in range(g):
-                        np.matmul(weights[k * og:(k + 1) * og].T, grad[:, k * og:(k + 1) * og],
-                                  out=col_per_sample[:, k * rg:(k + 1) * rg])
+                    np.matmul(by_group(weights, 0, g).transpose(0, 2, 1)[:, None], by_group(grad, 1, g),
+                              out=by_group(col_per_sample, 1, g))
                 col_grad = col_grad.reshape(plan.windows(padded, self).shape)
                 for i in range(kh):
                     for j in range(kw):
@@ -354,15 +391,16 @@ class Convolution(Layer):
         """
         (oh, ow), (kh, kw), (dh, dw) = plan.out_hw, self.kernel, self.dilation
         g, o = self.group, self.num_output
-        og, rg = o // g, plan.rows // g
         pitch = plan.wp * m
         row = ow * m
         col_grad = plan.buffer("column_grad_rows", (plan.rows, oh, pitch))
         grad = grad.reshape(o, oh, row)
-        for y in range(oh):
-            for k in range(g):
-                np.matmul(weights[k * og:(k + 1) * og].T, grad[k * og:(k + 1) * og, y],
-                          out=col_grad[k * rg:(k + 1) * rg, y, :row])
+        if g == 1:
+            for y in range(oh):
+                np.matmul(weights.T, grad[:, y], out=col_grad[:, y, :row])
+        else:
+            np.matmul(by_group(weights, 0, g).transpose(0, 2, 1)[:, None], by_group(grad, 0, g).transpose(0, 2, 1, 3),
+                      out=by_group(col_grad[:, :, :row], 0, g).transpose(0, 2, 1, 3))
         length = (oh - 1) * pitch + row
         flat = padded.reshape(padded.shape[0], -1)
         col_grad = col_grad.reshape(padded.shape[0], kh, kw, oh * pitch)

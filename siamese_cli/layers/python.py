@@ -144,9 +144,10 @@ def module_dirs(*files):
 
 def solver_files(solver_path):
     """The solver prototxt and the net prototxt files it names (for `module_dirs`)."""
-    from ..io.prototxt import read_solver
+    from ..io.prototxt import read_text
+    from ..proto import caffe_pb2
 
-    param = read_solver(solver_path)
+    param = read_text(solver_path, caffe_pb2.SolverParameter())  # names only: no upgrade, no second upgrade log
     return [solver_path, *(getattr(param, f) for f in ("net", "train_net") if param.HasField(f)), *param.test_net]
 
 

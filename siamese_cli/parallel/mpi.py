@@ -105,6 +105,9 @@ class MPIRanks:
         shard = getattr(layer, "shard", None)
         if shard is not None:
             shard(self.rank, self.size, first_record=self.comm.bcast(layer.first_record, root=0))
+        elif _reads_a_source(layer):
+            self.log.warning(f'layer "{layer.name}" ({layer.type}) has no record filter: every rank reads the same '
+                             f"records (N copies of one batch, not N batches); use a Data layer (LevelDB/LMDB)")
 
     def _broadcast(self, arrays):
         flat = np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0, f32)
@@ -196,3 +199,10 @@ def _unique_arrays(arrays):
             seen.add(id(a))
             unique.append(a)
     return unique
+
+
+def _reads_a_source(layer):
+    """A layer that reads records from a file or DB named by a `source` field (ImageData, HDF5Data, ...)."""
+    param = getattr(layer, "param", None)
+    return param is not None and any(getattr(value, "source", "") for field, value in param.ListFields()
+                                     if field.name.endswith("_param"))

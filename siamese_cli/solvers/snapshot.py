@@ -76,7 +76,11 @@ class Snapshots:
             if error is not None:
                 raise error
         if self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5:
-            self.log.warning("snapshot_format HDF5 is not supported; writing BINARYPROTO")
+            from ..io import hdf5
+
+            model_path, state_path = hdf5.snapshot(self)
+            self.last_snapshot = state_path
+            return model_path, state_path
         model_path, state_path = self.snapshot_paths()
         if not self.parallel.is_root:  # every rank holds the same state; the root writes it
             return model_path, state_path
@@ -93,8 +97,11 @@ class Snapshots:
         """Resume from a .solverstate: iteration, lr step, history, and the weights it names."""
         self.log(f"Restoring previous solver status from {state_path}")
         if str(state_path).endswith(".h5"):
-            raise SiameseError(f"{state_path}: HDF5 solver states are not supported; use a .solverstate file")
-        state = read_binary_proto(state_path, caffe_pb2.SolverState())
+            from ..io.hdf5 import read_solver_state
+
+            state = read_solver_state(state_path)
+        else:
+            state = read_binary_proto(state_path, caffe_pb2.SolverState())
         if len(state.history) != len(self.history):
             raise SiameseError(f"{state_path}: {len(state.history)} history blobs, but this solver ({self.type}) "
                                f"for this net needs {len(self.history)}; is it the state of another net or solver?")
@@ -107,6 +114,8 @@ class Snapshots:
         self.iter = state.iter
         self.current_step = state.current_step
         if state.learned_net:
+            if isinstance(state.learned_net, bytes):  # protobuf hands back invalid UTF-8 as bytes
+                raise SiameseError(f"{state_path}: learned_net is not a valid file name; is the .solverstate corrupt?")
             learned = Path(state.learned_net)
             if not learned.exists() and (Path(state_path).parent / learned.name).exists():
                 learned = Path(state_path).parent / learned.name

@@ -11,6 +11,7 @@ import os
 import shutil
 import secrets
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -193,26 +194,58 @@ def _write_records(target, backend, force, count, record_size, header, pixels, l
     pixels(lo, hi) gives the image arrays of records lo..hi-1, concatenated along the channel
     axis; label_values holds one label byte (0..127) per record.
     """
+    with building_db(target, backend, force, size_hint=count * (record_size + 10)) as writer, \
+            Progress(count, f"create-db {target.name}") as bar:
+        for lo in range(0, count, _BATCH):
+            hi = min(lo + _BATCH, count)
+            values = _encode(pixels(lo, hi), label_values[lo:hi], header)
+            writer.put_batch(zip([b"%08d" % k for k in range(lo, hi)], values))
+            bar.update(hi - lo)
+
+
+@contextmanager
+def building_db(target, backend, force=False, size_hint=0):
+    """Yield a Writer on a hidden folder beside `target`; renamed onto `target` when the block ends cleanly.
+
+    On any error the half-built folder (and any parent folders made for it) is removed, and a
+    failed write (full disk, no permission) becomes one SiameseError naming the database.
+    """
+    target = Path(target)
+    _check_target(target, force)
     created = _missing_parents(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    built = _new_folder_beside(target, "tmp")
+    built = None
     try:
-        with Writer(built, backend, size_hint=count * (record_size + 10)) as writer, \
-                Progress(count, f"create-db {target.name}") as bar:
-            for lo in range(0, count, _BATCH):
-                hi = min(lo + _BATCH, count)
-                values = _encode(pixels(lo, hi), label_values[lo:hi], header)
-                writer.put_batch(zip([b"%08d" % k for k in range(lo, hi)], values))
-                bar.update(hi - lo)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        built = _new_folder_beside(target, "tmp")
+        with Writer(built, backend, size_hint=size_hint) as writer:
+            yield writer
         _move_into_place(built, target, force)
-    except BaseException:
-        shutil.rmtree(built, ignore_errors=True)
+    except BaseException as exc:
+        if built is not None:
+            shutil.rmtree(built, ignore_errors=True)
         for folder in created:
             try:
                 folder.rmdir()
             except OSError:
                 break
+        reason = _write_failure(exc)
+        if reason is not None:
+            raise SiameseError(f"{target}: cannot write the database: {reason}") from exc
         raise
+
+
+def _write_failure(exc):
+    """The reason text of a failed database write, or None for an exception that is not one."""
+    if isinstance(exc, SiameseError):
+        return None
+    if isinstance(exc, OSError):
+        hint = "free some space" if exc.errno == 28 else "check that the folder exists and is writable"
+        return f"{exc.strerror or exc}; {hint}"
+    module = type(exc).__module__ or ""
+    if module.startswith(("plyvel", "lmdb")):
+        detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        return f"{detail}; check free space and permissions"
+    return None
 
 
 def _check_seed(seed):
@@ -258,3 +291,84 @@ def create_example_image_dbs(backend="lmdb", force=False):
         _check_target(path, force)
     return {split: create_image_db(*mnist_files(split), path, backend=backend, force=force)
             for split, path in paths.items()}
+
+
+def load_list_images(list_file, root="", height=0, width=0, color=False, log=None):
+    """(images N x C x H x W uint8, labels, skipped list lines) of the images a Caffe list file names.
+
+    Missing or unreadable images are reported with their line and left out; the rest must
+    share one shape (give height and width to resize them).
+    """
+    from ..io.images import ImageError, read_image, read_list
+    from ..log import CaffeLog
+
+    log = log or CaffeLog()
+    entries = read_list(list_file)
+    images, labels, skipped = [], [], []
+    with Progress(len(entries), f"reading {Path(list_file).name}") as bar:
+        for line, name, label in entries:
+            path = os.path.join(root, name)
+            try:
+                pixels = read_image(path, height, width, color)
+            except ImageError as exc:
+                bar.clear()
+                log.warning(f"{list_file}:{line}: {path}: {exc}; skipped")
+                skipped.append(line)
+                bar.update(1)
+                continue
+            if not 0 <= label <= 255:
+                raise SiameseError(f"{list_file}:{line}: label {label}; pair DBs take labels 0..255")
+            if images and pixels.shape != images[0].shape:
+                raise SiameseError(f"{list_file}:{line}: {name} is {'x'.join(map(str, pixels.shape))}, the first image "
+                                   f"is {'x'.join(map(str, images[0].shape))}; give --resize HEIGHT WIDTH")
+            images.append(pixels)
+            labels.append(label)
+            bar.update(1)
+    if not images:
+        raise SiameseError(f"{list_file}: none of the {len(entries)} images could be read")
+    return np.stack(images), np.array(labels, np.int64), skipped
+
+
+def write_idx(prefix, images, labels):
+    """images (N x H x W uint8) and labels as IDX files PREFIX-images-idx3-ubyte / PREFIX-labels-idx1-ubyte."""
+    from ..io.files import write_bytes_atomic
+
+    count, height, width = images.shape
+    image_path, label_path = Path(f"{prefix}-images-idx3-ubyte"), Path(f"{prefix}-labels-idx1-ubyte")
+    header = np.array([2051, count, height, width], ">u4").tobytes()
+    write_bytes_atomic(image_path, header + images.astype(np.uint8).tobytes())
+    write_bytes_atomic(label_path, np.array([2049, count], ">u4").tobytes() + labels.astype(np.uint8).tobytes())
+    return image_path, label_path
+
+
+def create_pair_db_from_list(list_file, db_path, root="", resize=(0, 0), color=False, seed=0, backend="leveldb",
+                             force=False, balanced=False, save_idx=None):
+    """Pair records, as create_pair_db draws them, from the labelled images of a Caffe list file (`PATH LABEL`).
+
+    Images are read grey (one channel, as MNIST; `color` keeps three, BGR) and resized to
+    `resize` (height, width) when given; record channels are the two images' channels in turn.
+    `save_idx` PREFIX also writes the (grey) images and labels, shuffled, as IDX files for plot-features.
+    """
+    start = time.perf_counter()
+    backend = backend_name(backend)
+    seed = _check_seed(seed)
+    target = Path(db_path)
+    _check_target(target, force)
+    if save_idx and color:
+        raise SiameseError("--save-idx writes grey IDX images; drop --color or --save-idx")
+    images, labels, skipped = load_list_images(list_file, root, resize[0], resize[1], color)
+    count, channels, height, width = images.shape
+    first, second = draw_pairs(labels, np.random.default_rng(seed), balanced)
+    same = (labels[first] == labels[second]).astype(np.uint8)
+    flat = images.reshape(count, -1)
+    header = datum_header(2 * channels, height, width)
+    _write_records(target, backend, force, count, len(header) + 2 * flat.shape[1], header,
+                   lambda lo, hi: (flat[first[lo:hi]], flat[second[lo:hi]]), same)
+    note = f", {len(skipped)} images skipped" if skipped else ""
+    print(f"{target}: {count} records of {channels * 2}x{height}x{width}, {len(np.unique(labels))} classes, "
+          f"{same.mean():.2%} similar{note}, {backend}, seed {seed}, {time.perf_counter() - start:.2f} s")
+    if save_idx:  # in a seeded random order, so that any half of the file holds every class
+        order = np.random.default_rng([seed, 1]).permutation(count)
+        for path in write_idx(save_idx, images[order, 0], labels[order]):
+            print(f"wrote {path}")
+    return count
