@@ -49,6 +49,10 @@ def parse_args(argv):
                              "at batch 1 and 10, beside PyTorch")
     parser.add_argument("--memory-child", nargs=3, metavar=("TRAIN_DB", "TEST_DB", "ITERS"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--mpi", action="store_true",
+                        help="data-parallel section: 2 MPI ranks against one process, allreduce, scaling model")
+    parser.add_argument("--mpi-child", nargs=4, metavar=("TRAIN_DB", "TEST_DB", "BATCH", "ITERS"),
+                        help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -537,7 +541,17 @@ def main(argv=None):
         train_db, test_db, iterations = args.memory_child
         memory_child(train_db, test_db, int(iterations))
         return None
-    if args.zoo is not None:
+    if args.mpi_child or args.mpi:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from bench_mpi import mpi_child, report_mpi, run_mpi
+
+        if args.mpi_child:
+            train_db, test_db, batch, iterations = args.mpi_child
+            mpi_child(train_db, test_db, int(batch), int(iterations))
+            return None
+        results = run_mpi(args)
+        report_mpi(results)
+    elif args.zoo is not None:
         sys.path.insert(0, str(ROOT / "scripts"))
         from bench_zoo import ZOO_NETS, report_zoo, run_zoo
 

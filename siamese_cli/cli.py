@@ -57,6 +57,7 @@ def _train(args):
     import io
 
     from .log import CaffeLog
+    from .parallel import data_parallel
     from .solvers import NonFiniteError, load_solver
     from .solvers.signals import exit_status
 
@@ -65,29 +66,31 @@ def _train(args):
     from .layers.python import module_dirs, solver_files
 
     _gpu_notice(args)
-    with module_dirs(*solver_files(args.solver)):  # Python layer modules next to the prototxt files
-        # The solver checks that --log can be written before it builds the nets.
-        solver = load_solver(args.solver, max_iter=args.max_iter, log_path=args.log, allow_nan=args.allow_nan,
-                             snapshot_on_stop=args.snapshot_on_stop)
-    if args.snapshot:
-        solver.restore(args.snapshot)
-    elif args.weights:
-        quiet = CaffeLog(stream=io.StringIO())  # test nets share the train net's weights: report once
-        for path in args.weights.split(","):
-            solver.net.copy_from(path, log=solver.log)
-            for test_net in solver.test_nets:
-                test_net.copy_from(path, log=quiet)
-    try:
-        solver.solve()
-    except NonFiniteError:
-        raise
-    except SiameseError as exc:
-        if solver.last_snapshot:
-            raise type(exc)(f"{exc}; resume from the last complete snapshot with: "
-                            f"{_resume_command(args, solver.last_snapshot)}") from exc
-        raise
-    if solver.stop_signal is None:
-        return 0
+    with data_parallel(args.mpi, debug=args.debug) as ranks:  # one process, or MPI ranks under mpiexec
+        with module_dirs(*solver_files(args.solver)):  # Python layer modules next to the prototxt files
+            # The solver checks that --log can be written before it builds the nets.
+            solver = load_solver(args.solver, max_iter=args.max_iter, log_path=args.log if ranks.is_root else None,
+                                 allow_nan=args.allow_nan, snapshot_on_stop=args.snapshot_on_stop, log=ranks.log,
+                                 parallel=ranks)
+        if args.snapshot:
+            solver.restore(args.snapshot)
+        elif args.weights:
+            quiet = CaffeLog(stream=io.StringIO())  # test nets share the train net's weights: report once
+            for path in args.weights.split(","):
+                solver.net.copy_from(path, log=solver.log)
+                for test_net in solver.test_nets:
+                    test_net.copy_from(path, log=quiet)
+        try:
+            ranks.solve(solver)
+        except NonFiniteError:
+            raise
+        except SiameseError as exc:
+            if solver.last_snapshot:
+                raise type(exc)(f"{exc}; resume from the last complete snapshot with: "
+                                f"{_resume_command(args, solver.last_snapshot)}") from exc
+            raise
+    if solver.stop_signal is None or not ranks.is_root:
+        return 0 if solver.stop_signal is None else exit_status(solver.stop_signal)
     if solver.last_snapshot:
         print(f"Stopped by signal; resume with: {_resume_command(args, solver.last_snapshot)}", file=sys.stderr)
     else:
@@ -269,6 +272,9 @@ def build_parser():
     p.add_argument("--snapshot-on-stop", action="store_true",
                    help="snapshot on SIGINT/SIGTERM even when the solver sets snapshot_after_train: false")
     p.add_argument("--gpu", "-gpu", metavar="ID", help="accepted for Caffe's command lines; the CPU is used")
+    p.add_argument("--mpi", action="store_true", default=None,
+                   help="data-parallel over MPI ranks (mpiexec -n N siamese train ...; automatic under mpiexec "
+                        "with N > 1); needs pip install -e \".[mpi]\"")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("test", help="score a model: mean of each output over N batches (caffe test)")

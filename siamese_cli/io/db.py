@@ -6,7 +6,10 @@ records in batches (one WriteBatch / one transaction each).
 """
 import math
 import os
+import shutil
+import tempfile
 import threading
+import time
 from pathlib import Path
 
 from ..errors import SiameseError
@@ -110,13 +113,67 @@ def _open_leveldb(path):
     except plyvel.IOError as exc:
         detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         if "lock" in detail.lower():
-            raise SiameseError(
-                f"{path}: LevelDB is in use by another process (it holds the LOCK; LevelDB allows one "
-                "process at a time); stop the other process or build an LMDB copy"
-            ) from None
+            return _LevelDBView(path)
         raise SiameseError(f"{path}: cannot open LevelDB: {detail}") from None
     except plyvel.Error as exc:
         raise SiameseError(f"{path}: cannot open LevelDB: {exc}") from None
+
+
+class _LevelDBView:
+    """A LevelDB that another process holds open (its LOCK), read through a private copy of its folder.
+
+    LevelDB allows one process per folder, yet several processes may read one DB (MPI ranks on
+    one host, or `siamese test` during training). Table files never change once written, so the
+    copy hard-links them (a real copy where links fail) and copies the small rest; the folder
+    goes when the view is closed. The holder may be rewriting its folder (recovery at open, a
+    compaction), so a copy that LevelDB finds incomplete is made again. Meant for reading only.
+    """
+
+    attempts = 8
+
+    def __init__(self, path):
+        import plyvel
+
+        for attempt in range(self.attempts):
+            self.folder = tempfile.mkdtemp(prefix=f"siamese-view-{Path(path).name}-")
+            try:
+                self._copy(path)
+                self.db = plyvel.DB(self.folder, create_if_missing=False)
+                return
+            except (OSError, plyvel.Error) as exc:
+                shutil.rmtree(self.folder, ignore_errors=True)
+                error = exc
+                time.sleep(0.05 * (attempt + 1))
+        raise SiameseError(f"{path}: LevelDB is in use by another process and a private copy to read failed "
+                           f"({error}); stop the other process or build an LMDB copy")
+
+    def _copy(self, path):
+        """CURRENT and the manifest it names first, then the tables: a table deleted after the manifest
+        was read makes the open fail (and the copy is made again); newer tables are ignored."""
+        current = Path(path, "CURRENT").read_text().strip()
+        shutil.copy2(Path(path, current), Path(self.folder, current))
+        Path(self.folder, "CURRENT").write_text(current + "\n")
+        for entry in os.scandir(path):
+            if entry.name in ("LOCK", "CURRENT", current) or not entry.is_file():
+                continue
+            target = os.path.join(self.folder, entry.name)
+            if entry.name.endswith((".ldb", ".sst")):
+                try:
+                    os.link(entry.path, target)
+                    continue
+                except FileExistsError:
+                    continue
+                except OSError as exc:
+                    if not Path(entry.path).exists():
+                        raise exc
+            shutil.copy2(entry.path, target)
+
+    def iterator(self, **kwargs):
+        return self.db.iterator(**kwargs)
+
+    def close(self):
+        self.db.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _open_lmdb(path):

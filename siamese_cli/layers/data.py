@@ -54,16 +54,19 @@ class _DBSource:
         self.reader = reader
         self.batch_size = batch_size
         self.first_record = first_record
+        self.shard = (0, 1)  # (rank, count): keep the records whose position % count == rank
         self.shape = shape
         self.color = color
         self.name = str(reader.path)
 
     def seek(self, batch):
         self.reader.rewind()
-        self.reader.skip(self.first_record + batch * self.batch_size)
+        self.reader.skip(self.first_record + batch * self.batch_size * self.shard[1])
 
     def load(self):
-        return decode_batch(self.reader.take(self.batch_size), self.shape, self.reader.path, self.color)
+        rank, count = self.shard
+        records = self.reader.take(self.batch_size * count)[rank::count]
+        return decode_batch(records, self.shape, self.reader.path, self.color)
 
     def close(self):
         self.reader.close()
@@ -105,3 +108,24 @@ class Data(PrefetchLayer):
         batch_size = int(data_param.batch_size)
         self.start_prefetch(_DBSource(reader, batch_size, skip, shape, color), transformer, batch_size,
                             int(data_param.prefetch) or 2, seed)
+
+    @property
+    def first_record(self):
+        """Where the layer's record stream starts (the rand_skip draw)."""
+        return self._feed.source.first_record
+
+    def shard(self, rank, count, first_record=None):
+        """Keep only the records whose position in the stream modulo `count` is `rank`.
+
+        For data-parallel training: `count` such layers, one per rank, together read the records
+        one layer of count x batch_size reads, batch for batch. first_record: where the stream
+        starts (rank 0's rand_skip, so that every rank cuts the same stream). Keeps the batch count.
+        """
+        if not 0 <= rank < count:
+            raise self.error(f"record filter rank {rank} of {count}: the rank must be in [0, {count})")
+        if not self._feed.stop():
+            raise self.error("the prefetch thread did not stop")
+        self._feed.source.shard = (int(rank), int(count))
+        if first_record is not None:
+            self._feed.source.first_record = int(first_record)
+        self.seek(self.batches_served)

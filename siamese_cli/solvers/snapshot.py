@@ -82,6 +82,8 @@ class Snapshots:
             self.last_snapshot = state_path
             return model_path, state_path
         model_path, state_path = self.snapshot_paths()
+        if not self.parallel.is_root:  # every rank holds the same state; the root writes it
+            return model_path, state_path
         self.log(f"Snapshotting to binary proto file {model_path}")
         model_bytes = self.net.to_proto(self.param.snapshot_diff).SerializeToString()
         self.log(f"Snapshotting solver state to binary proto file {state_path}")

@@ -13,6 +13,7 @@ from ..errors import SiameseError
 from ..io.prototxt import read_net
 from ..log import CaffeLog, TrainLog, fmt, output_line
 from ..net import Net
+from ..parallel import SingleProcess
 from ..progress import Progress
 from ..proto import caffe_pb2
 from .checks import check_solver_fields, field_location, non_finite_loss
@@ -28,15 +29,16 @@ class Solver(Snapshots):
 
     `source` is the solver file (for error messages); `allow_nan` trains on through non-finite
     losses as Caffe does; `snapshot_on_stop` snapshots on SIGINT/SIGTERM even with
-    `snapshot_after_train: false`.
+    `snapshot_after_train: false`. `parallel` is the data-parallel context (parallel/; one process by default).
     """
 
     type = None
     history_sets = 1  # history blobs per learnable param (AdaDelta and Adam keep two)
 
     def __init__(self, param, log=None, log_path=None, seed=None, source=None, allow_nan=False,
-                 snapshot_on_stop=False):
+                 snapshot_on_stop=False, parallel=None):
         self.param = param
+        self.parallel = parallel or SingleProcess()
         self.source = source
         self.log = log or CaffeLog()
         check_solver_fields(param, source)
@@ -53,7 +55,7 @@ class Solver(Snapshots):
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**31))
             self.log(f"random_seed not set; using {seed} (set random_seed in the solver to repeat this run)")
-        self.seed = seed
+        self.seed = seed + self.parallel.rank  # as Caffe's Solver::Init: one random stream per rank
         if param.HasField("solver_mode") and param.solver_mode == caffe_pb2.SolverParameter.GPU:
             self.log("solver_mode GPU requested; this toolkit computes on the CPU")
         self.net = self._train_net()
@@ -186,6 +188,7 @@ class Solver(Snapshots):
                 if not (self.allow_nan or np.isfinite(loss)):
                     raise non_finite_loss(self.net, self.iter, loss, self.last_snapshot)
             loss /= p.iter_size
+            loss, self.requested = self.parallel.reduce_gradients(self.net.learnable_params, loss, self.requested)
             self._update_smoothed_loss(loss, start_iter)
             if self.train_log:
                 self.train_log.write("train", self.iter, "loss", loss)
@@ -250,7 +253,7 @@ class Solver(Snapshots):
             done.append(i)
             return self.requested == "stop"
 
-        loss, means = net.mean_outputs(iterations, after_batch=after_batch)
+        loss, means = self.parallel.mean_outputs(net, iterations, after_batch=after_batch)
         if len(done) < iterations:
             self.log("Test interrupted.")
             return None
