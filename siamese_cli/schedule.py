@@ -17,7 +17,7 @@ are exactly those of the plain path.
 number of CPUs, at most 2).
 """
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -168,13 +168,14 @@ class BranchSchedule:
         if self._blas is None:
             self._blas = _BlasThreads()
         self._blas.set(max(1, (os.cpu_count() or 1) // len(lanes)))
+        futures = [self._pool.submit(run, lane) for lane in lanes[1:]]
         try:
-            futures = [self._pool.submit(run, lane) for lane in lanes[1:]]
             run(lanes[0])
-            for future in futures:
-                future.result()
         finally:
+            wait(futures)  # no lane may still be running when an error reaches the caller
             self._blas.restore()
+        for future in futures:
+            future.result()
 
     def forward(self):
         """The forward pass; the loss summed in net order, as the plain pass sums it."""

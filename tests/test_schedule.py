@@ -166,3 +166,26 @@ def test_branches_with_layers_that_share_outside_state_run_plainly(monkeypatch):
     assert branch_schedule(net, lanes=2) is not None
     monkeypatch.setattr(schedule, "SERIAL_TYPES", frozenset({"Pooling"}))
     assert branch_schedule(net, lanes=2) is None
+
+
+def test_an_error_in_the_main_lane_waits_for_the_other_lane():
+    net = example_net(4)
+    net.schedule = branch_schedule(net, lanes=2, min_values=0)
+    finished = []
+    original = net.layer_dict["feat_p"].forward
+
+    def slow_last(bottom, top):
+        import time
+        time.sleep(0.2)
+        original(bottom, top)
+        finished.append(True)
+
+    def broken(bottom, top):
+        raise RuntimeError("main lane failure")
+
+    net.layer_dict["feat_p"].forward = slow_last
+    net.layer_dict["conv1"].forward = broken
+    with pytest.raises(RuntimeError, match="main lane failure"):
+        net.forward_loss()
+    assert finished == [True]
+    net.close()
