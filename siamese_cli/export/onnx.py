@@ -9,7 +9,9 @@ import math
 import numpy as np
 
 from ..errors import SiameseError
-from .graph import Graph
+from .graph import Graph, canonical_axis
+from .neurons import NEURONS
+from .routing import ROUTING
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13  # Split, Slice, Unsqueeze and Softmax take their current forms from 13 on
@@ -77,17 +79,6 @@ def inner_product(g, lp, blobs, bottoms, tops):
         g.node("Add", [y, g.const(f"{lp.name}.bias", bias)], tops, f"{lp.name}.bias")
 
 
-def _channel_shape(g, lp, values):
-    """`values` (C,) as (C, 1, ...) so it broadcasts over the axes after the channels."""
-    rank = len(g.shape(lp.bottom[0]))
-    return np.asarray(values, np.float32).reshape((-1,) + (1,) * max(rank - 2, 0))
-
-
-def prelu(g, lp, blobs, bottoms, tops):
-    slope = blobs[0] if lp.prelu_param.channel_shared else _channel_shape(g, lp, blobs[0])
-    g.node("PRelu", [bottoms[0], g.const(f"{lp.name}.slope", slope)], tops, lp.name)
-
-
 def batch_norm(g, lp, blobs, bottoms, tops):
     """BatchNormalization with unit scale and zero shift, from Caffe's running sums divided by its scale factor."""
     if lp.batch_norm_param.HasField("use_global_stats") and not lp.batch_norm_param.use_global_stats:
@@ -103,28 +94,45 @@ def batch_norm(g, lp, blobs, bottoms, tops):
            tops, lp.name, epsilon=float(lp.batch_norm_param.eps))
 
 
-def scale(g, lp, blobs, bottoms, tops):
-    """Mul (and Add for the bias) with the factors shaped to broadcast from `axis` on."""
-    p = lp.scale_param
+def _laid_out(g, lp, axis, array):
+    """A learned blob of Scale or Bias with trailing unit axes, so that ONNX's right-aligned broadcasting
+    lays it over bottom 0 from `axis` on, as Caffe's (outer, dim, inner) layout does."""
     rank = len(g.shape(lp.bottom[0]))
-    axis = p.axis + rank if p.axis < 0 else p.axis
+    axis = 0 if array.ndim == 0 else canonical_axis(axis, rank)
+    return array.reshape(array.shape + (1,) * (rank - axis - array.ndim))
+
+
+def _second_bottom(g, lp, axis, bottom):
+    """The operand given as bottom 1, unsqueezed at the end like a learned blob."""
+    rank, operand_rank = len(g.shape(lp.bottom[0])), len(g.shape(lp.bottom[1]))
+    axis = 0 if operand_rank == 0 else canonical_axis(axis, rank)
+    trailing = list(range(operand_rank, rank - axis))
+    if not trailing:
+        return bottom
+    return g.node("Unsqueeze", [bottom, g.ints(f"{lp.name}.axes", trailing)], [g.temp(f"{lp.name}.operand")],
+                  f"{lp.name}.unsqueeze")
+
+
+def scale(g, lp, blobs, bottoms, tops):
+    """Mul by the learned factor or the second bottom, then Add the learned bias (blobs: [scale,] bias)."""
+    p = lp.scale_param
     if len(bottoms) == 2:
-        factor_rank = len(g.shape(lp.bottom[1]))
-        trailing = list(range(factor_rank, rank - axis))
-        factor = bottoms[1]
-        if trailing:
-            factor = g.node("Unsqueeze", [factor, g.ints(f"{lp.name}.axes", trailing)],
-                            [g.temp(f"{lp.name}.factor")], f"{lp.name}.unsqueeze")
-        bias = blobs[0] if p.bias_term and blobs else None
+        factor = _second_bottom(g, lp, p.axis, bottoms[1])
     else:
-        weights = blobs[0]
-        factor = g.const(f"{lp.name}.scale", weights.reshape(weights.shape + (1,) * (rank - axis - weights.ndim)))
-        bias = blobs[1] if p.bias_term and len(blobs) > 1 else None
-    out = [g.temp(f"{lp.name}.scaled")] if bias is not None else tops
-    y = g.node("Mul", [bottoms[0], factor], out, lp.name)
-    if bias is not None:
-        bias = bias.reshape(bias.shape + (1,) * (rank - axis - bias.ndim))
-        g.node("Add", [y, g.const(f"{lp.name}.bias", bias)], tops, f"{lp.name}.bias")
+        factor, blobs = g.const(f"{lp.name}.scale", _laid_out(g, lp, p.axis, blobs[0])), blobs[1:]
+    with_bias = p.bias_term and blobs
+    y = g.node("Mul", [bottoms[0], factor], [g.temp(f"{lp.name}.scaled")] if with_bias else tops, lp.name)
+    if with_bias:
+        g.node("Add", [y, g.const(f"{lp.name}.bias", _laid_out(g, lp, p.axis, blobs[0]))], tops, f"{lp.name}.bias")
+
+
+def bias(g, lp, blobs, bottoms, tops):
+    p = lp.bias_param
+    if len(bottoms) == 2:
+        operand = _second_bottom(g, lp, p.axis, bottoms[1])
+    else:
+        operand = g.const(f"{lp.name}.bias", _laid_out(g, lp, p.axis, blobs[0]))
+    g.node("Add", [bottoms[0], operand], tops, lp.name)
 
 
 # ---- pooling and normalisation ---------------------------------------------------------
@@ -194,127 +202,31 @@ def lrn(g, lp, blobs, bottoms, tops):
     g.node("Mul", [x, factor], tops, lp.name)
 
 
-# ---- element-wise ------------------------------------------------------------------------
-def relu(g, lp, blobs, bottoms, tops):
-    slope = lp.relu_param.negative_slope
-    if slope:
-        g.node("LeakyRelu", bottoms, tops, lp.name, alpha=float(slope))
-    else:
-        g.node("Relu", bottoms, tops, lp.name)
-
-
-def _unary(op, **attrs):
-    def convert(g, lp, blobs, bottoms, tops):
-        g.node(op, bottoms, tops, lp.name, **attrs)
-    convert.__doc__ = f"ONNX {op}."
-    return convert
-
-
-def elu(g, lp, blobs, bottoms, tops):
-    g.node("Elu", bottoms, tops, lp.name, alpha=float(lp.elu_param.alpha))
-
-
-def power(g, lp, blobs, bottoms, tops):
-    """(shift + scale x) ^ power as Mul, Add, Pow, leaving out the steps that change nothing."""
-    p = lp.power_param
-    x = bottoms[0]
-    if p.power * p.scale == 0:  # Caffe's constant case
-        value = 1.0 if p.power == 0 else p.shift ** p.power
-        zero = g.node("Mul", [x, g.const(f"{lp.name}.zero", 0.0)], [g.temp(f"{lp.name}.zero")], f"{lp.name}.zero")
-        g.node("Add", [zero, g.const(f"{lp.name}.value", value)], tops, lp.name)
-        return
-    steps = [(op, value) for op, value, skip in (("Mul", p.scale, 1), ("Add", p.shift, 0), ("Pow", p.power, 1))
-             if value != skip]
-    if not steps:
-        g.node("Identity", [x], tops, lp.name)
-    for k, (op, value) in enumerate(steps):
-        out = tops if k == len(steps) - 1 else [g.temp(f"{lp.name}.{op.lower()}")]
-        x = g.node(op, [x, g.const(f"{lp.name}.{op.lower()}", value)], out, f"{lp.name}.{op.lower()}")
-
-
-def eltwise(g, lp, blobs, bottoms, tops):
-    p = lp.eltwise_param
-    if p.operation == p.PROD:
-        value = bottoms[0]
-        for k, bottom in enumerate(bottoms[1:], 1):
-            out = tops if k == len(bottoms) - 1 else [g.temp(f"{lp.name}.prod{k}")]
-            value = g.node("Mul", [value, bottom], out, lp.name if k == 1 else f"{lp.name}.{k}")
-    elif p.operation == p.MAX:
-        g.node("Max", bottoms, tops, lp.name)
-    else:
-        terms = []
-        for k, (bottom, coeff) in enumerate(zip(bottoms, list(p.coeff) or [1.0] * len(bottoms))):
-            if coeff != 1:
-                bottom = g.node("Mul", [bottom, g.const(f"{lp.name}.coeff{k}", coeff)],
-                                [g.temp(f"{lp.name}.term{k}")], f"{lp.name}.coeff{k}")
-            terms.append(bottom)
-        g.node("Sum", terms, tops, lp.name)
-
-
-# ---- shapes and routing ------------------------------------------------------------------
-def _axis(axis, rank):
-    return axis + rank if axis < 0 else axis
-
-
-def concat(g, lp, blobs, bottoms, tops):
-    p = lp.concat_param
-    axis = p.concat_dim if p.HasField("concat_dim") else _axis(p.axis, len(g.shape(lp.bottom[0])))
-    g.node("Concat", bottoms, tops, lp.name, axis=int(axis))
-
-
-def slice_layer(g, lp, blobs, bottoms, tops):
-    """Split with the part sizes Caffe's slice points give."""
-    p = lp.slice_param
+def mvn(g, lp, blobs, bottoms, tops):
+    """(x - mean) [/ (std + eps)] over each sample (across_channels) or each (sample, channel) slice,
+    the slice flattened into one axis and the result reshaped back."""
+    p = lp.mvn_param
     shape = g.shape(lp.bottom[0])
-    axis = p.slice_dim if p.HasField("slice_dim") else _axis(p.axis, len(shape))
-    bounds = [0] + [int(v) for v in p.slice_point] + [shape[axis]]
-    sizes = [b - a for a, b in zip(bounds, bounds[1:])] if p.slice_point else [shape[axis] // len(tops)] * len(tops)
-    g.node("Split", [bottoms[0], g.ints(f"{lp.name}.sizes", sizes)], tops, lp.name, axis=int(axis))
-
-
-def identity(g, lp, blobs, bottoms, tops):
-    """Caffe's Split (copies for several readers) and TEST-phase Dropout."""
-    for k, top in enumerate(tops):
-        g.node("Identity", [bottoms[0]], [top], lp.name if k == 0 else f"{lp.name}.{k}")
-
-
-def flatten(g, lp, blobs, bottoms, tops):
-    p = lp.flatten_param
-    rank = len(g.shape(lp.bottom[0]))
-    start, end = _axis(p.axis, rank), _axis(p.end_axis, rank)
-    if start == 1 and end == rank - 1:
-        g.node("Flatten", bottoms, tops, lp.name, axis=1)
-        return
-    target = [0] * start + [-1] + list(g.shape(lp.bottom[0])[end + 1:])
-    g.node("Reshape", [bottoms[0], g.ints(f"{lp.name}.shape", target)], tops, lp.name)
-
-
-def reshape(g, lp, blobs, bottoms, tops):
-    """Reshape to the top's shape, the batch left to copy (0) or infer (-1) when the export's batch is dynamic."""
-    p = lp.reshape_param
-    dims = [int(d) for d in p.shape.dim]
-    target = list(g.shape(lp.top[0]))
-    start = p.axis if p.axis >= 0 else len(g.shape(lp.bottom[0])) + p.axis + 1
-    if start > 0 or (dims and dims[0] == 0):
-        target[0] = 0
-    elif -1 in dims:
-        target[dims.index(-1)] = -1
-    elif g.dynamic:
-        raise SiameseError(f'layer "{lp.name}" (Reshape): sets the batch dimension to {dims[0]}; '
-                           "export with a fixed batch (--batch N)")
-    g.node("Reshape", [bottoms[0], g.ints(f"{lp.name}.shape", target)], tops, lp.name)
-
-
-def softmax(g, lp, blobs, bottoms, tops):
-    g.node("Softmax", bottoms, tops, lp.name, axis=int(_axis(lp.softmax_param.axis, len(g.shape(lp.bottom[0])))))
+    rows = [0, -1] if p.across_channels or len(shape) < 2 else [0, shape[1], -1]
+    last = len(rows) - 1
+    x = g.node("Reshape", [bottoms[0], g.ints(f"{lp.name}.rows", rows)], [g.temp(f"{lp.name}.rows")],
+               f"{lp.name}.rows")
+    mean = g.reduce("ReduceMean", x, [last], [g.temp(f"{lp.name}.mean")], f"{lp.name}.mean")
+    y = g.node("Sub", [x, mean], [g.temp(f"{lp.name}.centred")], f"{lp.name}.centre")
+    if p.normalize_variance:
+        square = g.node("Mul", [y, y], [g.temp(f"{lp.name}.square")], f"{lp.name}.square")
+        var = g.reduce("ReduceMean", square, [last], [g.temp(f"{lp.name}.var")], f"{lp.name}.var")
+        std = g.node("Sqrt", [var], [g.temp(f"{lp.name}.std")], f"{lp.name}.sqrt")
+        std = g.node("Add", [std, g.const(f"{lp.name}.eps", p.eps)], [g.temp(f"{lp.name}.std_eps")],
+                     f"{lp.name}.eps")
+        y = g.node("Div", [y, std], [g.temp(f"{lp.name}.normalised")], f"{lp.name}.divide")
+    g.node("Reshape", [y, g.ints(f"{lp.name}.shape", [0] + list(shape[1:]))], tops, lp.name)
 
 
 CONVERTERS = {
     "Convolution": convolution, "Deconvolution": deconvolution, "InnerProduct": inner_product,
-    "Pooling": pooling, "LRN": lrn, "BatchNorm": batch_norm, "Scale": scale,
-    "ReLU": relu, "PReLU": prelu, "Sigmoid": _unary("Sigmoid"), "TanH": _unary("Tanh"), "ELU": elu,
-    "AbsVal": _unary("Abs"), "Power": power, "Eltwise": eltwise, "Concat": concat, "Slice": slice_layer,
-    "Split": identity, "Dropout": identity, "Flatten": flatten, "Reshape": reshape, "Softmax": softmax,
+    "BatchNorm": batch_norm, "Scale": scale, "Bias": bias, "Pooling": pooling, "LRN": lrn, "MVN": mvn,
+    **NEURONS, **ROUTING,
 }
 #: Layers that only feed data in or score a training net; a deploy net's inputs become graph inputs.
 SKIPPED = {"Input"}
@@ -335,7 +247,7 @@ def net_to_onnx(net, opset=DEFAULT_OPSET, dynamic=True):
     if opset < MIN_OPSET:
         raise SiameseError(f"opset {opset} is too old for this export; use {MIN_OPSET} or newer")
     check_supported(net.param)
-    g = Graph(net, dynamic)
+    g = Graph(net, dynamic, opset)
     for index, lp in enumerate(net.param.layer):
         if lp.type in SKIPPED:
             continue
