@@ -1,5 +1,6 @@
 """ONNX forms of Caffe's layers that combine, split, reshape or reduce blobs without weights."""
 from ..errors import SiameseError
+from ..proto import caffe_pb2
 from .graph import canonical_axis as _axis
 
 
@@ -82,7 +83,8 @@ def tile(g, lp, blobs, bottoms, tops):
     g.node("Tile", [bottoms[0], g.ints(f"{lp.name}.repeats", repeats)], tops, lp.name)
 
 
-_REDUCE = {0: "ReduceSum", 1: "ReduceL1", 2: "ReduceSumSquare", 3: "ReduceMean"}  # SUM, ASUM, SUMSQ, MEAN
+_OP = caffe_pb2.ReductionParameter
+_REDUCE = {_OP.SUM: "ReduceSum", _OP.ASUM: "ReduceL1", _OP.SUMSQ: "ReduceSumSquare", _OP.MEAN: "ReduceMean"}
 
 
 def reduction(g, lp, blobs, bottoms, tops):
