@@ -292,3 +292,19 @@ def test_an_unsupported_layer_is_named(text, name, kind):
     net = build(text, {"x": (2, 3, 4, 4), "x2": (2, 3, 4, 4)})
     with pytest.raises(SiameseError, match=f'layer "{name}" \\({kind}\\) has no ONNX export'):
         net_to_onnx(net)
+
+
+@pytest.mark.parametrize("param", ["num_output: 5", "num_output: 5 transpose: true", "num_output: 5 axis: 2",
+                                   "num_output: 5 axis: 2 transpose: true bias_term: false"])
+def test_inner_product_weights_either_way_round(param):
+    round_trip(build(layer("ip", "InnerProduct", "x", f"inner_product_param {{ {param} }}"), {"x": (2, 3, 4, 2)}))
+
+
+@pytest.mark.parametrize("param", [
+    "pool: MAX kernel_size: 3 stride: 2 round_mode: FLOOR", "pool: AVE kernel_size: 3 stride: 2 pad: 1 round_mode: FLOOR",
+    "pool: AVE kernel_size: 2 stride: 3 pad: 1", "pool: MAX kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0",
+    "pool: AVE kernel_h: 4 kernel_w: 3 stride: 3 pad_h: 2 pad_w: 1", "pool: AVE global_pooling: true",
+    "pool: MAX kernel_size: 7",
+])
+def test_pooling_sizes_and_divisors(param):
+    round_trip(build(layer("pool", "Pooling", "x", f"pooling_param {{ {param} }}"), {"x": (2, 3, 8, 7)}))

@@ -56,25 +56,26 @@ def deconvolution(g, lp, blobs, bottoms, tops):
 
 
 def inner_product(g, lp, blobs, bottoms, tops):
-    """Gemm after a Flatten from `axis` (1), else MatMul + Add over the last, flattened axis."""
+    """Gemm after a Flatten from `axis` (1), else MatMul + Add over the last, flattened axis.
+    Gemm reads Caffe's (num_output, K) weights as they are (transB), sparing a copy of large layers."""
     p = lp.inner_product_param
     shape = g.shape(lp.bottom[0])
-    axis = p.axis + len(shape) if p.axis < 0 else p.axis
-    weight = blobs[0] if p.transpose else blobs[0].T  # (K, num_output)
+    axis = canonical_axis(p.axis, len(shape))
     bias = blobs[1] if len(blobs) > 1 else None
     x = bottoms[0]
     if axis == 1:
         if len(shape) != 2:
             x = g.node("Flatten", [x], [g.temp(f"{lp.name}.flat")], f"{lp.name}.flatten", axis=1)
-        inputs = [x, g.const(f"{lp.name}.weight", np.ascontiguousarray(weight))]
+        inputs = [x, g.const(f"{lp.name}.weight", blobs[0])]
         if bias is not None:
             inputs.append(g.const(f"{lp.name}.bias", bias))
-        g.node("Gemm", inputs, tops, lp.name)
+        g.node("Gemm", inputs, tops, lp.name, transB=0 if p.transpose else 1)
         return
+    weight = blobs[0] if p.transpose else np.ascontiguousarray(blobs[0].T)  # (K, num_output)
     flat = g.ints(f"{lp.name}.shape", [0] * axis + [-1])
     x = g.node("Reshape", [x, flat], [g.temp(f"{lp.name}.flat")], f"{lp.name}.flatten")
     out = [g.temp(f"{lp.name}.matmul")] if bias is not None else tops
-    y = g.node("MatMul", [x, g.const(f"{lp.name}.weight", np.ascontiguousarray(weight))], out, lp.name)
+    y = g.node("MatMul", [x, g.const(f"{lp.name}.weight", weight)], out, lp.name)
     if bias is not None:
         g.node("Add", [y, g.const(f"{lp.name}.bias", bias)], tops, f"{lp.name}.bias")
 
@@ -136,9 +137,10 @@ def bias(g, lp, blobs, bottoms, tops):
 
 
 # ---- pooling and normalisation ---------------------------------------------------------
-def caffe_pool_size(size, kernel, stride, pad):
-    """Caffe's ceil-mode output size, with the last window dropped when it would start in the padding."""
-    out = int(math.ceil((size + 2 * pad - kernel) / stride)) + 1
+def caffe_pool_size(size, kernel, stride, pad, ceil_mode=True):
+    """Caffe's output size (ceil or floor), with the last window dropped when it would start in the padding."""
+    span = (size + 2 * pad - kernel) / stride
+    out = int(math.ceil(span) if ceil_mode else math.floor(span)) + 1
     if pad and (out - 1) * stride >= size + pad:
         out -= 1
     return out
@@ -151,8 +153,6 @@ def pooling(g, lp, blobs, bottoms, tops):
         raise SiameseError(f'layer "{lp.name}" (Pooling): the argmax top has no ONNX form; drop the second top')
     if p.pool not in (p.MAX, p.AVE):
         raise SiameseError(f'layer "{lp.name}" (Pooling): STOCHASTIC pooling has no ONNX form; use MAX or AVE')
-    if p.round_mode != p.CEIL:
-        raise SiameseError(f'layer "{lp.name}" (Pooling): round_mode FLOOR is not exported; use CEIL')
     if p.global_pooling:
         g.node("GlobalMaxPool" if p.pool == p.MAX else "GlobalAveragePool", bottoms, tops, lp.name)
         return
@@ -162,7 +162,7 @@ def pooling(g, lp, blobs, bottoms, tops):
     pad = _pair(p.pad, True, p.pad_h, p.pad_w, p.HasField("pad_h"), 0)
     ends = []
     for size, k, s, q in zip((h, w), kernel, stride, pad):
-        out = caffe_pool_size(size, k, s, q)
+        out = caffe_pool_size(size, k, s, q, p.round_mode == p.CEIL)
         end = max((out - 1) * s + k - size - q, 0)
         if (size + q + end - k) // s + 1 != out:
             raise SiameseError(f'layer "{lp.name}" (Pooling): no ONNX padding gives Caffe\'s output size {out}')
