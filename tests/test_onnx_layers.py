@@ -308,3 +308,20 @@ def test_inner_product_weights_either_way_round(param):
 ])
 def test_pooling_sizes_and_divisors(param):
     round_trip(build(layer("pool", "Pooling", "x", f"pooling_param {{ {param} }}"), {"x": (2, 3, 8, 7)}))
+
+
+@pytest.mark.parametrize("param", ["top_k: 3", "top_k: 2 out_max_val: true", "axis: 1 top_k: 2",
+                                   "axis: -1 top_k: 3 out_max_val: true", ""])
+def test_argmax_ranks_equal_values_by_the_higher_index_as_caffe(param):
+    net = build(layer("relu", "ReLU", "x") + layer("top", "ArgMax", "relu", f"argmax_param {{ {param} }}"),
+                {"x": (2, 4, 3, 5)})
+    _, want = round_trip(net)  # about half the ReLU outputs are 0: ties everywhere
+    assert np.isfinite(want["top"]).all()
+
+
+def test_embed_looks_up_rows():
+    net = build(layer("emb", "Embed", "x", "embed_param { num_output: 4 input_dim: 7 }"), {"x": (2, 3)})
+    feeds = {"x": np.array([[0, 6, 3], [2, 2, 5]], np.float32)}
+    want = net.forward(**feeds)["emb"]
+    close(run_onnx(net_to_onnx(net), feeds)["emb"], want)
+    close(want, net.params["emb"][0].data[feeds["x"].astype(int)] + net.params["emb"][1].data)

@@ -80,6 +80,18 @@ def inner_product(g, lp, blobs, bottoms, tops):
         g.node("Add", [y, g.const(f"{lp.name}.bias", bias)], tops, f"{lp.name}.bias")
 
 
+def embed(g, lp, blobs, bottoms, tops):
+    """Gather of the (input_dim, num_output) table's rows at the bottom's values, cast to indices."""
+    from onnx import TensorProto
+
+    index = g.node("Cast", bottoms, [g.temp(f"{lp.name}.index")], f"{lp.name}.cast", to=TensorProto.INT64)
+    with_bias = len(blobs) > 1
+    y = g.node("Gather", [g.const(f"{lp.name}.weight", blobs[0]), index],
+               [g.temp(f"{lp.name}.rows")] if with_bias else tops, lp.name, axis=0)
+    if with_bias:
+        g.node("Add", [y, g.const(f"{lp.name}.bias", blobs[1])], tops, f"{lp.name}.bias")
+
+
 def batch_norm(g, lp, blobs, bottoms, tops):
     """BatchNormalization with unit scale and zero shift, from Caffe's running sums divided by its scale factor."""
     if lp.batch_norm_param.HasField("use_global_stats") and not lp.batch_norm_param.use_global_stats:
@@ -224,7 +236,7 @@ def mvn(g, lp, blobs, bottoms, tops):
 
 
 CONVERTERS = {
-    "Convolution": convolution, "Deconvolution": deconvolution, "InnerProduct": inner_product,
+    "Convolution": convolution, "Deconvolution": deconvolution, "InnerProduct": inner_product, "Embed": embed,
     "BatchNorm": batch_norm, "Scale": scale, "Bias": bias, "Pooling": pooling, "LRN": lrn, "MVN": mvn,
     **NEURONS, **ROUTING,
 }

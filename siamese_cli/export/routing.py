@@ -1,4 +1,6 @@
 """ONNX forms of Caffe's layers that combine, split, reshape or reduce blobs without weights."""
+import numpy as np
+
 from ..errors import SiameseError
 from ..proto import caffe_pb2
 from .graph import canonical_axis as _axis
@@ -114,6 +116,38 @@ def crop(g, lp, blobs, bottoms, tops):
                      g.ints(f"{lp.name}.axes", axes)], tops, lp.name)
 
 
+def argmax(g, lp, blobs, bottoms, tops):
+    """TopK over the reversed values, so that equal values rank the higher index first as in Caffe;
+    the indices are mapped back and given as floats. Without `axis` each item is ranked whole."""
+    from onnx import TensorProto
+
+    p = lp.argmax_param
+    shape, out_shape = g.shape(lp.bottom[0]), g.shape(lp.top[0])
+    x = bottoms[0]
+    if p.HasField("axis"):
+        axis = _axis(p.axis, len(shape))
+    else:
+        axis = 1
+        x = g.node("Reshape", [x, g.ints(f"{lp.name}.rows", [0, -1])], [g.temp(f"{lp.name}.rows")], f"{lp.name}.rows")
+    size = shape[axis] if p.HasField("axis") else int(np.prod(shape[1:]))
+    x = g.node("Slice", [x, g.ints(f"{lp.name}.start", [-1]), g.ints(f"{lp.name}.end", [-(1 << 62)]),
+                         g.ints(f"{lp.name}.axis", [axis]), g.ints(f"{lp.name}.step", [-1])],
+               [g.temp(f"{lp.name}.reversed")], f"{lp.name}.reverse")
+    values, reversed_index = g.node("TopK", [x, g.ints(f"{lp.name}.k", [int(p.top_k)])],
+                                    [g.temp(f"{lp.name}.values"), g.temp(f"{lp.name}.rindex")], f"{lp.name}.topk",
+                                    axis=axis)
+    as_float = g.node("Cast", [reversed_index], [g.temp(f"{lp.name}.rindexf")], f"{lp.name}.cast", to=TensorProto.FLOAT)
+    if p.HasField("axis"):
+        if p.out_max_val:
+            return g.node("Identity", [values], tops, lp.name)
+        return g.node("Sub", [g.const(f"{lp.name}.last", size - 1), as_float], tops, lp.name)
+    index = g.node("Sub", [g.const(f"{lp.name}.last", size - 1), as_float], [g.temp(f"{lp.name}.index")],
+                   f"{lp.name}.index")
+    if p.out_max_val:
+        index = g.node("Concat", [index, values], [g.temp(f"{lp.name}.both")], f"{lp.name}.concat", axis=1)
+    g.node("Reshape", [index, g.ints(f"{lp.name}.shape", [0] + list(out_shape[1:]))], tops, lp.name)
+
+
 def silence(g, lp, blobs, bottoms, tops):
     """Silence has no top: nothing to compute."""
 
@@ -121,5 +155,5 @@ def silence(g, lp, blobs, bottoms, tops):
 ROUTING = {
     "Eltwise": eltwise, "Concat": concat, "Slice": slice_layer, "Split": identity, "Dropout": identity,
     "Flatten": flatten, "Reshape": reshape, "Softmax": softmax, "Tile": tile, "Reduction": reduction, "Crop": crop,
-    "Silence": silence,
+    "ArgMax": argmax, "Silence": silence,
 }
