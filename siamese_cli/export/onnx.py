@@ -1,6 +1,7 @@
 """A deploy Net as an ONNX model: one small function per Caffe layer type that has an ONNX form.
 
-Each converter reads the layer's parameters and its blobs in Caffe's order
+Layers with weights, pooling and normalisation are here; element-wise layers in neurons.py,
+routing, reshaping and reducing ones in routing.py. Each converter reads the layer's parameters and its blobs in Caffe's order
 (`net.params[name]`), takes the ONNX names of its bottoms and tops, and adds nodes
 to the Graph. The engine knows nothing of this module.
 """
