@@ -5,11 +5,10 @@ routing, reshaping and reducing ones in routing.py. Each converter reads the lay
 (`net.params[name]`), takes the ONNX names of its bottoms and tops, and adds nodes
 to the Graph. The engine knows nothing of this module.
 """
-import math
-
 import numpy as np
 
 from ..errors import SiameseError
+from ..layers._geometry import conv_geometry, pool_geometry, pool_out_size
 from .graph import Graph, canonical_axis
 from .neurons import NEURONS
 from .routing import ROUTING
@@ -18,22 +17,19 @@ DEFAULT_OPSET = 17
 MIN_OPSET = 13  # Split, Slice, Unsqueeze and Softmax take their current forms from 13 on
 
 
-def _pair(values, single, h, w, has_hw, default):
-    """Caffe's (h, w) from a repeated field (conv) or a single one (pooling), or the _h/_w fields."""
-    if has_hw:
-        return h, w
-    values = list(values) if not isinstance(values, int) else ([values] if single else [])
-    if not values:
-        return default, default
-    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+class _Where:
+    """Names the layer in geometry errors, as the engine's layers do."""
+
+    def __init__(self, lp):
+        self.lp = lp
+
+    def error(self, message):
+        return SiameseError(f'layer "{self.lp.name}" ({self.lp.type}): {message}')
 
 
 # ---- layers with weights -------------------------------------------------------------
 def _conv_attrs(lp, p):
-    kernel = _pair(p.kernel_size, False, p.kernel_h, p.kernel_w, p.HasField("kernel_h"), 0)
-    stride = _pair(p.stride, False, p.stride_h, p.stride_w, p.HasField("stride_h"), 1)
-    pad = _pair(p.pad, False, p.pad_h, p.pad_w, p.HasField("pad_h"), 0)
-    dilation = _pair(p.dilation, False, 0, 0, False, 1)
+    kernel, stride, pad, dilation = conv_geometry(_Where(lp), p)
     if p.axis != 1:
         raise SiameseError(f'layer "{lp.name}" ({lp.type}): axis {p.axis}; ONNX convolutions take channels at axis 1')
     return dict(kernel_shape=list(kernel), strides=list(stride), pads=[pad[0], pad[1], pad[0], pad[1]],
@@ -150,15 +146,6 @@ def bias(g, lp, blobs, bottoms, tops):
 
 
 # ---- pooling and normalisation ---------------------------------------------------------
-def caffe_pool_size(size, kernel, stride, pad, ceil_mode=True):
-    """Caffe's output size (ceil or floor), with the last window dropped when it would start in the padding."""
-    span = (size + 2 * pad - kernel) / stride
-    out = int(math.ceil(span) if ceil_mode else math.floor(span)) + 1
-    if pad and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
-
-
 def pooling(g, lp, blobs, bottoms, tops):
     """MaxPool / AveragePool with explicit end pads that reproduce Caffe's output size and divisors."""
     p = lp.pooling_param
@@ -170,12 +157,10 @@ def pooling(g, lp, blobs, bottoms, tops):
         g.node("GlobalMaxPool" if p.pool == p.MAX else "GlobalAveragePool", bottoms, tops, lp.name)
         return
     _, _, h, w = g.shape(lp.bottom[0])
-    kernel = _pair(p.kernel_size, True, p.kernel_h, p.kernel_w, p.HasField("kernel_h"), 0)
-    stride = _pair(p.stride, True, p.stride_h, p.stride_w, p.HasField("stride_h"), 1)
-    pad = _pair(p.pad, True, p.pad_h, p.pad_w, p.HasField("pad_h"), 0)
+    kernel, stride, pad = pool_geometry(_Where(lp), p)
     ends = []
     for size, k, s, q in zip((h, w), kernel, stride, pad):
-        out = caffe_pool_size(size, k, s, q, p.round_mode == p.CEIL)
+        out = pool_out_size(size, k, s, q, p.round_mode == p.CEIL)
         end = max((out - 1) * s + k - size - q, 0)
         if (size + q + end - k) // s + 1 != out:
             raise SiameseError(f'layer "{lp.name}" (Pooling): no ONNX padding gives Caffe\'s output size {out}')
