@@ -11,7 +11,8 @@ Gradients stay bit-for-bit reproducible: parameters shared between lanes (the to
 weights) are accumulated by every lane but the last into a private diff, and these are added
 into the shared diff after the lanes finish, in the order in which the plain backward pass
 would have added them. When each layer adds its gradient once (the example's nets), the sums
-are exactly those of the plain path.
+are exactly those of the plain path run with one BLAS thread (with two, OpenBLAS splits each
+matmul's sums differently, so the plain path itself differs in the last bits).
 
 `SIAMESE_BRANCH_THREADS=1` (or 0) turns it off; any other number caps the lanes (default: the
 number of CPUs, at most 2).
@@ -137,9 +138,10 @@ class _BlasThreads:
             self.controllers = []
         else:
             self.controllers = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
-        self.saved = [c.num_threads for c in self.controllers]
+        self.saved = []
 
     def set(self, threads):
+        self.saved = [c.num_threads for c in self.controllers]
         for controller in self.controllers:
             controller.set_num_threads(threads)
 

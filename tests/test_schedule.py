@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from siamese_cli import schedule
 from siamese_cli.io.prototxt import parse_text, read_net
@@ -42,7 +43,15 @@ def dummy_siamese(batch=6, size=12):
 
 
 def train(lanes, iterations=4, seed=7):
-    """Weights and losses after `iterations` SGD steps (momentum 0.9, weight decay) of the small siamese net."""
+    """Weights and losses after `iterations` SGD steps (momentum 0.9, weight decay) of the small siamese net.
+
+    BLAS runs one thread throughout, as it does in each lane: OpenBLAS sums in another order on two.
+    """
+    with threadpool_limits(1, user_api="blas"):
+        return _train(lanes, iterations, seed)
+
+
+def _train(lanes, iterations, seed):
     text = (f'net_param {{ {dummy_siamese()} }}\nbase_lr: 0.05\nmomentum: 0.9\nweight_decay: 0.001\n'
             f'lr_policy: "fixed"\nmax_iter: {iterations}\nrandom_seed: {seed}\n')
     solver = make_solver(parse_text(text, caffe_pb2.SolverParameter()), log=lambda *a, **k: None)
@@ -126,9 +135,10 @@ def test_shared_gradients_equal_the_plain_pass_and_blobs_are_restored():
     pair = rng.random((16, 2, 28, 28), dtype=np.float32)
     sim = (rng.random(16) < 0.5).astype(np.float32)
     results = []
-    for lanes in (1, 2):
+    for lanes, blas_threads in ((1, None), (2, None), (1, 1)):
         net = example_net(16)
         net.schedule = branch_schedule(net, lanes=lanes, min_values=0)
+        limit = threadpool_limits(blas_threads, user_api="blas")
         blobs = {name: list(layer.blobs) for name, layer in net.layer_dict.items()}
         net.blobs["pair_data"].data[...] = pair
         net.blobs["sim"].data[...] = sim
@@ -136,18 +146,23 @@ def test_shared_gradients_equal_the_plain_pass_and_blobs_are_restored():
         for p in net.learnable_params:  # a non-zero starting diff, as with iter_size > 1
             p.blob.diff[...] = 0.5
         loss = net.forward_backward()
+        limit.restore_original_limits()
         assert {name: list(layer.blobs) for name, layer in net.layer_dict.items()} == blobs
         assert net.params["conv1"][0] is net.params["conv1_p"][0]
         results.append((loss, [p.blob.diff.copy() for p in net.learnable_params]))
         net.close()
-    (plain_loss, plain), (lane_loss, lanes) = results
-    assert lane_loss == plain_loss
+    (plain_loss, plain), (lane_loss, lanes), (single_loss, single) = results
+    assert lane_loss == pytest.approx(plain_loss, rel=1e-6)
     for k, (a, b) in enumerate(zip(plain, lanes)):
-        # With a non-zero starting diff the order matters ((d + g_p) + g versus (d + g) + g_p):
-        # the lanes add the second tower's gradient first, as the plain backward pass does.
-        assert np.array_equal(b, a)
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
         if k % 2 == 0:  # the towers contributed (the last bias's two tower gradients cancel exactly)
             assert np.abs(a - 0.5).max() > 1e-4
+    # Against the plain pass with one BLAS thread (as each lane has), bit for bit. With a non-zero
+    # starting diff the order matters ((d + g_p) + g versus (d + g) + g_p): the lanes add the
+    # second tower's gradient first, as the plain backward pass does.
+    assert lane_loss == single_loss
+    for a, b in zip(single, lanes):
+        assert np.array_equal(b, a)
 
 
 def test_an_error_in_a_lane_reaches_the_caller():
@@ -190,4 +205,22 @@ def test_an_error_in_the_main_lane_waits_for_the_other_lane():
     with pytest.raises(RuntimeError, match="main lane failure"):
         net.forward_loss()
     assert finished == [True]
+    net.close()
+
+
+def test_blas_threads_are_restored_after_a_pass():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [entry["num_threads"] for entry in threadpool_info() if entry["user_api"] == "blas"]
+
+    net = example_net(4)
+    net.schedule = branch_schedule(net, lanes=2, min_values=0)
+    before = blas_threads()
+    net.forward_backward()
+    assert blas_threads() == before
+    with threadpool_limits(1, user_api="blas"):
+        net.forward_backward()
+        assert blas_threads() == [1] * len(before)
+    assert blas_threads() == before
     net.close()
