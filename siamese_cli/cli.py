@@ -315,7 +315,8 @@ def build_parser():
                        description="Embed the pairs of a pair DB and the labelled images with the deploy net; print "
                                    "one metric per line (and write them to --json).")
     p.add_argument("--model", default="examples/siamese/mnist_siamese.prototxt", help="deploy net .prototxt")
-    p.add_argument("--weights", help=".caffemodel (default: newest examples/siamese/mnist_siamese_iter_*.caffemodel)")
+    p.add_argument("--weights", help=".caffemodel (default: the examples/siamese/mnist_siamese_iter_N.caffemodel "
+                                     "with the highest iteration N)")
     p.add_argument("--pairs", help="pair DB of two-image Datums (default: examples/siamese/mnist_siamese_test_leveldb)")
     p.add_argument("--images", help="IDX images (default: bundled MNIST test set)")
     p.add_argument("--labels", help="IDX labels (default: bundled MNIST test set)")
