@@ -8,7 +8,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from siamese_cli.cli import main  # noqa: E402
-from siamese_cli.export.onnx import caffe_pool_size, net_to_onnx  # noqa: E402
+from siamese_cli.export.onnx import net_to_onnx  # noqa: E402
+from siamese_cli.layers._geometry import pool_out_size  # noqa: E402
 from siamese_cli.io.prototxt import parse_text  # noqa: E402
 from siamese_cli.net import Net  # noqa: E402
 from siamese_cli.proto import caffe_pb2  # noqa: E402
@@ -176,9 +177,9 @@ def test_every_layer_of_today():
 
 
 def test_caffe_pool_size_drops_a_window_that_starts_in_the_padding():
-    assert caffe_pool_size(113, 3, 2, 0) == 56
-    assert caffe_pool_size(56, 3, 2, 0) == 28  # floor would give 27
-    assert caffe_pool_size(12, 3, 2, 2) == 7  # ceil gives 8, whose window would start at 14 = 12 + 2
+    assert pool_out_size(113, 3, 2, 0) == 56
+    assert pool_out_size(56, 3, 2, 0) == 28  # floor would give 27
+    assert pool_out_size(12, 3, 2, 2) == 7  # ceil gives 8, whose window would start at 14 = 12 + 2
 
 
 def test_cli_writes_a_model_named_after_the_blobs(tmp_path, capsys):

@@ -15,12 +15,13 @@ BATCH = "batch"
 class Graph:
     """Nodes and initializers of one export; converters add to it through `node` and `const`."""
 
-    def __init__(self, net, dynamic):
+    def __init__(self, net, dynamic, opset):
         from onnx import helper
 
         self._helper = helper
         self.net = net
         self.dynamic = dynamic
+        self.opset = opset
         self.nodes, self.initializers = [], []
         self._names = set()
         self._current = {}  # Caffe blob name -> ONNX tensor holding its latest value
@@ -63,6 +64,12 @@ class Graph:
         self.nodes.append(self._helper.make_node(op, list(inputs), list(outputs), name=self._claim(name), **attrs))
         return outputs[0] if len(outputs) == 1 else outputs
 
+    def reduce(self, op, x, axes, outputs, name, keepdims=1):
+        """A Reduce* node: ReduceSum takes its axes as an input from opset 13, the others from opset 18."""
+        if op == "ReduceSum" or self.opset >= 18:
+            return self.node(op, [x, self.ints(f"{name}.axes", axes)], outputs, name, keepdims=keepdims)
+        return self.node(op, [x], outputs, name, axes=list(axes), keepdims=keepdims)
+
     # ---- wiring of one layer ------------------------------------------------------
     def bottoms(self, lp):
         return [self._current[name] for name in lp.bottom]
@@ -101,6 +108,11 @@ class Graph:
                                         opset_imports=[self._helper.make_opsetid("", opset)])
         model.ir_version = min(model.ir_version, _IR_FOR_OPSET.get(opset, model.ir_version))
         return model
+
+
+def canonical_axis(axis, rank):
+    """A Caffe axis counted from the front (negative ones count from the end)."""
+    return axis + rank if axis < 0 else axis
 
 
 #: The IR version each opset first came with, so older runtimes accept the file.

@@ -179,7 +179,6 @@ class Depthwise:
     def backward(self, dy, weights, weight_diff, bias_diff, dx, key=0):
         """Add the weight (and bias) gradients; write the bottom gradient into dx unless it is None."""
         padded, last, hw = self._inputs[key]
-        out_hw = dy.shape[2:]
         if bias_diff is not None:
             bias_diff += dy.sum(axis=(0, 2, 3), dtype=np.float32)
         padded_grad = None if dx is None else np.zeros(padded.shape, np.float32)

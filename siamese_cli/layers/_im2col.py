@@ -6,7 +6,7 @@ output position, the input pixel that kernel offset (i, j) of channel c reads (0
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .convolution import conv_out_size
+from ._geometry import conv_out_size
 
 
 def out_hw(hw, geometry):

@@ -12,64 +12,13 @@ from ..blob import Blob
 from ..fillers import fill
 from . import _pointwise
 from ._depthwise import Depthwise
+from ._geometry import conv_geometry, conv_out_size
 from .base import Layer
 
 #: Columns above this many bytes are built a slice of the batch at a time (and rebuilt in backward).
 COLUMN_BUDGET = 32 << 20
 #: Output rows shorter than this use the batch-innermost layout.
 SHORT_ROW = 16
-
-
-def _pair(layer, values, name, default):
-    """One value for both spatial dims or one per dim, as Caffe's repeated geometry fields."""
-    values = list(values)
-    if not values:
-        return default, default
-    if len(values) == 1:
-        return values[0], values[0]
-    if len(values) == 2:
-        return values[0], values[1]
-    raise layer.error(f"{name} takes 1 value or 2 (h, w) for 2-D convolution, got {len(values)}")
-
-
-def conv_geometry(layer, p):
-    """(kernel, stride, pad, dilation) as (h, w) pairs from a ConvolutionParameter, checked as Caffe does."""
-    if p.HasField("kernel_h") or p.HasField("kernel_w"):
-        if len(p.kernel_size):
-            raise layer.error("give kernel_size or kernel_h/kernel_w, not both")
-        if not (p.HasField("kernel_h") and p.HasField("kernel_w")):
-            raise layer.error("kernel_h and kernel_w must be given together")
-        kernel = (p.kernel_h, p.kernel_w)
-    else:
-        if not len(p.kernel_size):
-            raise layer.error("kernel_size (or kernel_h and kernel_w) is required")
-        kernel = _pair(layer, p.kernel_size, "kernel_size", 0)
-    if p.HasField("stride_h") or p.HasField("stride_w"):
-        if len(p.stride):
-            raise layer.error("give stride or stride_h/stride_w, not both")
-        if not (p.HasField("stride_h") and p.HasField("stride_w")):
-            raise layer.error("stride_h and stride_w must be given together")
-        stride = (p.stride_h, p.stride_w)
-    else:
-        stride = _pair(layer, p.stride, "stride", 1)
-    if p.HasField("pad_h") or p.HasField("pad_w"):
-        if len(p.pad):
-            raise layer.error("give pad or pad_h/pad_w, not both")
-        if not (p.HasField("pad_h") and p.HasField("pad_w")):
-            raise layer.error("pad_h and pad_w must be given together")
-        pad = (p.pad_h, p.pad_w)
-    else:
-        pad = _pair(layer, p.pad, "pad", 0)
-    dilation = _pair(layer, p.dilation, "dilation", 1)
-    for name, pair in (("kernel size", kernel), ("stride", stride), ("dilation", dilation)):
-        if min(pair) <= 0:
-            raise layer.error(f"{name} must be positive, got {list(pair)}")
-    return kernel, stride, pad, dilation
-
-
-def conv_out_size(size, kernel, stride, pad, dilation):
-    """floor((size + 2 pad - (dilation (kernel - 1) + 1)) / stride) + 1."""
-    return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
 
 
 def _view(array, shape):

@@ -10,7 +10,7 @@ from ..blob import Blob
 from ..fillers import fill
 from ._im2col import col2im, im2col
 from .base import Layer
-from .convolution import conv_geometry
+from ._geometry import conv_geometry
 
 
 class Deconvolution(Layer):

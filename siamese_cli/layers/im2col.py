@@ -3,7 +3,7 @@ import numpy as np
 
 from ._im2col import col2im, im2col, out_hw
 from .base import Layer
-from .convolution import conv_geometry
+from ._geometry import conv_geometry
 
 
 class Im2col(Layer):

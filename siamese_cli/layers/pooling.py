@@ -6,18 +6,10 @@ The argmax is kept as the window offset in a small integer array, not as an inpu
 """
 import numpy as np
 
+from ._geometry import pool_geometry, pool_out_size
 from .base import Layer
 
 _MAX, _AVE, _STOCHASTIC = 0, 1, 2
-
-
-def pool_out_size(size, kernel, stride, pad, ceil_mode=True):
-    """Caffe's rule: ceil((size + 2 pad - kernel) / stride) + 1, one less if the last window starts in the padding."""
-    span = size + 2 * pad - kernel
-    out = (-(-span // stride) if ceil_mode else span // stride) + 1
-    if pad and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
 
 
 class Pooling(Layer):
@@ -35,36 +27,8 @@ class Pooling(Layer):
             raise self.error("STOCHASTIC pooling is not supported; use MAX or AVE")
         if len(top) == 2 and self.method != _MAX:
             raise self.error("a second top (the argmax mask) needs pool: MAX")
-        has_kernel_hw = p.HasField("kernel_h") or p.HasField("kernel_w")
         self.global_pooling = p.global_pooling
-        if self.global_pooling:
-            if p.HasField("kernel_size") or has_kernel_hw:
-                raise self.error("global_pooling takes the whole input as its window; remove kernel_size/kernel_h/kernel_w")
-            kernel = None
-        elif p.HasField("kernel_size"):
-            if has_kernel_hw:
-                raise self.error("give kernel_size or kernel_h/kernel_w, not both")
-            kernel = (p.kernel_size, p.kernel_size)
-        elif p.HasField("kernel_h") and p.HasField("kernel_w"):
-            kernel = (p.kernel_h, p.kernel_w)
-        else:
-            raise self.error("kernel_size (or both kernel_h and kernel_w) is required")
-        if p.HasField("pad_h") != p.HasField("pad_w") or (p.HasField("pad") and p.HasField("pad_h")):
-            raise self.error("give pad, or both pad_h and pad_w")
-        if p.HasField("stride_h") != p.HasField("stride_w") or (p.HasField("stride") and p.HasField("stride_h")):
-            raise self.error("give stride, or both stride_h and stride_w")
-        pad = (p.pad_h, p.pad_w) if p.HasField("pad_h") else (p.pad, p.pad)
-        stride = (p.stride_h, p.stride_w) if p.HasField("stride_h") else (p.stride, p.stride)
-        if self.global_pooling and (any(pad) or stride != (1, 1)):
-            raise self.error("global_pooling needs pad 0 and stride 1")
-        if min(stride) <= 0:
-            raise self.error(f"stride must be positive, got {list(stride)}")
-        if kernel is not None:
-            if min(kernel) <= 0:
-                raise self.error(f"kernel size must be positive, got {list(kernel)}")
-            if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
-                raise self.error(f"pad {list(pad)} must be smaller than the kernel {list(kernel)}")
-        self.kernel, self.stride, self.pad = kernel, stride, pad
+        self.kernel, self.stride, self.pad = pool_geometry(self, p)
         self.ceil_mode = p.round_mode == p.CEIL
         self._shape = None
 

@@ -4,7 +4,6 @@ Level l has 2^l bins per side: kernel ceil(H / 2^l), stride = kernel, pad (kerne
 through Caffe's Pooling (its output-size rule included). The top is (N, C * sum of bins^2); with
 pyramid_height 1 it is the single level's pooled (N, C, 1, 1) blob, as in Caffe.
 """
-import numpy as np
 
 from ..blob import Blob
 from ..proto import caffe_pb2
