@@ -211,7 +211,7 @@ def build_parser():
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("create-db", help="MNIST IDX files to a LevelDB/LMDB of image pairs (Datum records)",
+    p = sub.add_parser("create-db", help="image pairs (or single images) to a LevelDB/LMDB, from MNIST IDX files or an image list",
                        description="Pair images at random into Datum records (channels 2, label 1 = same digit). "
                                    "With no paths, builds both example DBs from the bundled MNIST.")
     p.add_argument("images", nargs="?", help="IDX image file (raw or .gz)")
@@ -234,7 +234,7 @@ def build_parser():
     p.set_defaults(run=_create_db)
 
     p = sub.add_parser("convert-imageset", help="image files named in a list to a LevelDB/LMDB (caffe convert_imageset)",
-                       description="One Datum per `PATH LABEL` line of LISTFILE, key %%08d_PATH, raw BGR pixels or "
+                       description="One Datum per `PATH LABEL` line of LISTFILE, key %08d_PATH, raw BGR pixels or "
                                    "(--encoded) the image file's bytes. Unreadable images are reported and skipped.")
     p.add_argument("root", help="folder the list's paths start from")
     p.add_argument("listfile", help="list file: `PATH LABEL` per line")
@@ -277,7 +277,8 @@ def build_parser():
                         "with N > 1); needs pip install -e \".[mpi]\"")
     p.set_defaults(run=_train)
 
-    p = sub.add_parser("test", help="score a model: mean of each output over N batches (caffe test)")
+    p = sub.add_parser("test", help="score a model: mean of each output over N batches (caffe test)",
+                       description="Mean of each net output over N batches, as caffe test prints it.")
     p.add_argument("--model", "-model", required=True, help="net .prototxt")
     p.add_argument("--weights", "-weights", required=True, help=".caffemodel weights")
     p.add_argument("--iterations", "-iterations", type=positive_int, default=50, help="batches to run (default 50)")
@@ -285,7 +286,9 @@ def build_parser():
     p.add_argument("--gpu", "-gpu", metavar="ID", help="accepted for Caffe's command lines; the CPU is used")
     p.set_defaults(run=_test)
 
-    p = sub.add_parser("time", help="per-layer forward/backward timing (caffe time)")
+    p = sub.add_parser("time", help="per-layer forward/backward timing (caffe time)",
+                       description="Per-layer forward/backward milliseconds and their average, as caffe time prints "
+                                   "them (forward only for a net without a loss).")
     p.add_argument("--model", "-model", required=True, help="net .prototxt")
     p.add_argument("--weights", "-weights", help="optional .caffemodel weights")
     p.add_argument("--iterations", "-iterations", type=positive_int, default=50,
@@ -294,7 +297,9 @@ def build_parser():
     p.add_argument("--gpu", "-gpu", metavar="ID", help="accepted for Caffe's command lines; the CPU is used")
     p.set_defaults(run=_time)
 
-    p = sub.add_parser("plot-features", help="scatter plot of the learned 2-D features of the test digits")
+    p = sub.add_parser("plot-features", help="scatter plot of the learned 2-D features of the test digits",
+                       description="Run the deploy net over labelled images, scatter the features (PCA above 2-D) "
+                                   "and print the 1-nearest-neighbour accuracy.")
     p.add_argument("--model", default="examples/siamese/mnist_siamese.prototxt", help="deploy net .prototxt")
     p.add_argument("--weights", help=".caffemodel (default: the examples/siamese/mnist_siamese_iter_N.caffemodel "
                                      "with the highest iteration N)")
@@ -310,7 +315,8 @@ def build_parser():
                        description="Embed the pairs of a pair DB and the labelled images with the deploy net; print "
                                    "one metric per line (and write them to --json).")
     p.add_argument("--model", default="examples/siamese/mnist_siamese.prototxt", help="deploy net .prototxt")
-    p.add_argument("--weights", help=".caffemodel (default: newest examples/siamese/mnist_siamese_iter_*.caffemodel)")
+    p.add_argument("--weights", help=".caffemodel (default: the examples/siamese/mnist_siamese_iter_N.caffemodel "
+                                     "with the highest iteration N)")
     p.add_argument("--pairs", help="pair DB of two-image Datums (default: examples/siamese/mnist_siamese_test_leveldb)")
     p.add_argument("--images", help="IDX images (default: bundled MNIST test set)")
     p.add_argument("--labels", help="IDX labels (default: bundled MNIST test set)")
@@ -328,7 +334,9 @@ def build_parser():
     p.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
     p.set_defaults(run=_export_onnx)
 
-    p = sub.add_parser("draw-net", help="draw a net's layer graph, shared parameters marked")
+    p = sub.add_parser("draw-net", help="draw a net's layer graph, shared parameters marked",
+                       description="Lay out a net's layers and blobs with Graphviz; layers sharing weights get one "
+                                   "colour. A .dot output needs no Graphviz.")
     p.add_argument("net", help="net .prototxt")
     p.add_argument("out", help="output file: .png, .svg, .pdf or .dot")
     p.add_argument("--rankdir", choices=["auto", "LR", "TB", "BT", "RL"], default="auto",
@@ -337,7 +345,9 @@ def build_parser():
     p.add_argument("--phase", choices=["TRAIN", "TEST", "ALL"], default="ALL", help="layers of one phase (default ALL)")
     p.set_defaults(run=_draw_net)
 
-    p = sub.add_parser("plot-log", help="train and test loss against iteration from a training log")
+    p = sub.add_parser("plot-log", help="train and test loss against iteration from a training log",
+                       description="Train loss (line) and test loss (markers) against iteration, from a text log "
+                                   "or a --log file.")
     p.add_argument("log", help="text log of `siamese train` or `caffe train`, or a --log .csv/.jsonl file")
     p.add_argument("--out", help="output picture: png, svg, pdf (default: beside the log, LOG_loss.png; "
                                  "train.log gives train_loss.png)")
@@ -355,7 +365,8 @@ def build_parser():
     p.add_argument("output", help="upgraded solver to write")
     p.set_defaults(run=_upgrade_solver)
 
-    p = sub.add_parser("verify-data", help="check the bundled MNIST files against their SHA-256 sums")
+    p = sub.add_parser("verify-data", help="check the bundled MNIST files against their SHA-256 sums",
+                       description="Check the bundled MNIST files against their SHA-256 sums.")
     p.set_defaults(run=_verify_data)
     for command in sub.choices.values():  # --debug after the command too; SUPPRESS keeps one given before
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,

@@ -139,16 +139,20 @@ def _colours(classes):
     return [colormaps["viridis"](k / (len(classes) - 1)) for k in range(len(classes))]
 
 
-def features_figure(features, labels, title="Siamese features", show=False):
-    """A scatter Figure of the features, one colour per label, with a legend and a grid."""
+def features_figure(features, labels, title="Siamese features", show=False, label_name="digit"):
+    """A scatter Figure of the features, one colour per label, with a legend and a grid.
+
+    Dots are sized by the point count: 4 pt² suits 10,000 digits, a few dozen images need larger ones.
+    """
     points, note = project_2d(features)
     fig = new_figure((8, 7.2), show=show)
     ax = fig.add_subplot()
     classes = np.unique(labels)
+    size = float(np.clip(40000 / max(len(labels), 1), 4, 36))
     for label, colour in zip(classes, _colours(classes)):
         mine = points[labels == label]
         y = mine[:, 1] if points.shape[1] > 1 else np.full(len(mine), label)
-        ax.scatter(mine[:, 0], y, s=4, color=colour, alpha=0.7, linewidths=0, label=str(label), rasterized=True)
+        ax.scatter(mine[:, 0], y, s=size, color=colour, alpha=0.7, linewidths=0, label=str(label), rasterized=True)
     if points.shape[1] == 1:
         ax.set_xlabel("feature")
         ax.set_ylabel("label")
@@ -161,7 +165,7 @@ def features_figure(features, labels, title="Siamese features", show=False):
     ax.set_title(title if note is None else f"{title}\n{note}")
     ax.grid(True, alpha=0.4)
     ax.set_axisbelow(True)
-    ax.legend(title="digit" if len(classes) <= 10 else "label", markerscale=4, loc="center left",
+    ax.legend(title=label_name if len(classes) <= 10 else "label", markerscale=8 / np.sqrt(size), loc="center left",
               bbox_to_anchor=(1.01, 0.5), frameon=False)
     return fig
 
@@ -227,8 +231,9 @@ def plot_features(model=DEFAULT_MODEL, weights=None, images=None, labels=None, o
     if save_features is not None:
         write_features(save_features, features, digits)
         report.write(f"wrote {save_features} ({len(digits):,} digits: label and {features.shape[1]} features each)\n")
-    title = f"{len(digits):,} digits through {Path(model).name} with {Path(weights).name}"
-    fig = features_figure(features, digits, title=title, show=show)
+    noun, label_name = ("digits", "digit") if images is None else ("images", "label")
+    title = f"{len(digits):,} {noun} through {Path(model).name} with {Path(weights).name}"
+    fig = features_figure(features, digits, title=title, show=show, label_name=label_name)
     save_figure(fig, out)
     summary = f"{len(digits):,} points"
     if len(digits) >= 2:
