@@ -65,7 +65,7 @@ def copy_layers(net, proto, source, log):
     if copied:
         log(f"Copied {len(copied)} layers from {source}: {_names(copied)}")
     for name in ignored:
-        log.warning(f'Ignoring source layer {name}: net "{net.name}" has no layer of that name')
+        log(f'Ignoring source layer {name}: net "{net.name}" has no layer of that name')
     untouched = [name for name, blobs in net.params.items() if any(id(b) not in loaded for b in blobs)]
     if untouched:
         log.warning(f"{source} holds no weights for {len(untouched)} layers, left at their initial values: "

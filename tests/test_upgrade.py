@@ -236,3 +236,11 @@ def test_consolidated_solver_with_inline_v1_net_trains(tmp_path, monkeypatch):
     before = solver.net.params["ip"][0].data.copy()
     solver.solve()
     assert solver.iter == 3 and not np.array_equal(before, solver.net.params["ip"][0].data)
+
+
+def test_upgrade_net_given_a_solver_points_to_upgrade_solver(tmp_path, capsys):
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "net.prototxt"\nbase_lr: 0.01\nsolver_type: SGD\n')
+    assert main(["upgrade-net", str(solver), str(tmp_path / "out.prototxt")]) == 2
+    assert f"this is a solver prototxt, not a net; use siamese upgrade-solver {solver} OUT" in capsys.readouterr().err
+    assert not (tmp_path / "out.prototxt").exists()

@@ -124,7 +124,7 @@ def test_report_names_copied_ignored_and_untouched_layers(tmp_path):
     assert net.copy_from(path, log=log) == ["ip1"]
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("I") and lines[0].endswith(f"Copied 1 layers from {path}: ip1")
-    assert lines[1].startswith("W") and lines[1].endswith('Ignoring source layer old_fc: net "chain" has no layer of '
+    assert lines[1].startswith("I") and lines[1].endswith('Ignoring source layer old_fc: net "chain" has no layer of '
                                                           "that name")
     assert lines[2].startswith("W") and lines[2].endswith(f"{path} holds no weights for 1 layers, left at their "
                                                           "initial values: ip2")

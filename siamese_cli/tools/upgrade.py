@@ -32,6 +32,20 @@ def _as_text(payload):
         return None
 
 
+def _looks_like_solver(text):
+    """True when `text` parses as a SolverParameter naming a net or a learning rate, and not as a net."""
+    try:
+        parse_text(text, caffe_pb2.NetParameter())
+        return False
+    except SiameseError:
+        pass
+    try:
+        solver = parse_text(text, caffe_pb2.SolverParameter())
+    except SiameseError:
+        return False
+    return any(solver.HasField(f) for f in ("net", "net_param", "train_net", "train_net_param", "base_lr"))
+
+
 def upgrade_net_file(source, target, log=None):
     """Write the upgraded form of net `source` (text or binary) to `target` in the same form. Returns "text"/"binary"."""
     log = log or CaffeLog()
@@ -41,6 +55,8 @@ def upgrade_net_file(source, target, log=None):
     check_writable(target)
     text = _as_text(payload)
     binary = text is None or Path(source).suffix in (".caffemodel", ".binaryproto")
+    if not binary and _looks_like_solver(text):
+        raise SiameseError(f"{source}: this is a solver prototxt, not a net; use siamese upgrade-solver {source} OUT")
     net = read_binary_proto(source, caffe_pb2.NetParameter()) if binary else \
         parse_text(text, caffe_pb2.NetParameter(), str(source))
     if not upgrade_net(net, str(source), log, inputs=True):
