@@ -359,3 +359,15 @@ def test_reads_create_db_pairs(tmp_path, backend, close_later):
     np.testing.assert_array_equal(data[:, 0], images[first[index]] * np.float32(0.00390625))
     np.testing.assert_array_equal(data[:, 1], images[second[index]] * np.float32(0.00390625))
     np.testing.assert_array_equal(label, labels[first[index]] == labels[second[index]])
+
+
+@pytest.mark.parametrize("backend", ["leveldb", "lmdb"])
+def test_reader_opened_by_relative_path_closes_after_a_change_of_directory(tmp_path, monkeypatch, backend):
+    images = random_images(2, (1, 2, 2))
+    write_db(tmp_path / "db", backend, [(f"{k:08d}", uint8_datum(images[k], k)) for k in range(2)])
+    monkeypatch.chdir(tmp_path)
+    reader = open_reader("db", backend)
+    monkeypatch.chdir(tmp_path.parent)
+    reader.close()  # released under the key it was opened with
+    with open_reader(tmp_path / "db", backend) as again:  # and the DB can be opened afresh
+        assert again.next()[0] == b"00000000"

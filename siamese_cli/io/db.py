@@ -198,16 +198,16 @@ class _SharedHandles:
         self._open = {}
 
     def acquire(self, backend, path):
+        """(handle, key): give the key back to `release` (the path may resolve elsewhere by then)."""
         key = (backend, os.path.realpath(path))
         with self._lock:
             entry = self._open.get(key)
             if entry is None:
                 entry = self._open[key] = [(_open_leveldb if backend == LEVELDB else _open_lmdb)(path), 0]
             entry[1] += 1
-            return entry[0]
+            return entry[0], key
 
-    def release(self, backend, path):
-        key = (backend, os.path.realpath(path))
+    def release(self, key):
         with self._lock:
             entry = self._open[key]
             entry[1] -= 1
@@ -232,7 +232,7 @@ class Reader:
         self.backend = backend_name(backend)
         _check_source(self.path, self.backend)
         self._length = None
-        self._handle = _HANDLES.acquire(self.backend, self.path)
+        self._handle, self._key = _HANDLES.acquire(self.backend, self.path)
         if self.backend == LEVELDB:
             self._iter = self._handle.iterator()
             self._item = None
@@ -299,7 +299,7 @@ class Reader:
             self._txn.abort()
             self._txn = self._cursor = None
         self._handle = None
-        _HANDLES.release(self.backend, self.path)
+        _HANDLES.release(self._key)
 
     def __enter__(self):
         return self
