@@ -28,3 +28,16 @@ def run(layer, *arrays, num_top=1):
     """Set up `layer` on bottoms holding `arrays`, run forward: (bottom blobs, top blobs)."""
     bottom = make_blobs(*arrays)
     return bottom, setup_forward(layer, bottom, num_top=num_top)
+
+
+def separate_and_in_place_gradients(new_layer, x, dy):
+    """[(bottom diff, param diffs)] of a fresh `new_layer()` run with a separate top, then in place."""
+    results = []
+    for in_place in (False, True):
+        layer = new_layer()
+        (bottom,) = make_blobs(x)
+        top = setup_forward(layer, [bottom], [bottom] if in_place else None)
+        top[0].diff[...] = dy
+        layer.backward(top, [True], [bottom])
+        results.append((bottom.diff.copy(), [blob.diff.copy() for blob in layer.blobs]))
+    return results

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from gradcheck import check_gradients, make_blobs
-from layerkit import make, run
+from layerkit import make, run, separate_and_in_place_gradients
 from siamese_cli.blob import Blob
 from siamese_cli.errors import SiameseError
 from siamese_cli.io.prototxt import parse_text
@@ -71,18 +71,8 @@ def test_batch_norm_train_gradient(shape):
 
 def test_batch_norm_in_place_gradient_equals_separate_top():
     x, dy = data(3, 2, 4), data(3, 2, 4)
-    grads = []
-    for in_place in (False, True):
-        layer = make("BatchNorm", phase="TRAIN")
-        (bottom,) = make_blobs(x)
-        top = bottom if in_place else Blob()
-        layer.setup([bottom], [top])
-        layer.reshape([bottom], [top])
-        layer.forward([bottom], [top])
-        top.diff[...] = dy
-        layer.backward([top], [True], [bottom])
-        grads.append(bottom.diff.copy())
-    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-6)
+    (separate, _), (in_place, _) = separate_and_in_place_gradients(lambda: make("BatchNorm", phase="TRAIN"), x, dy)
+    np.testing.assert_allclose(separate, in_place, rtol=1e-6)
 
 
 BN_NET = """
@@ -158,17 +148,8 @@ def test_scale_by_a_second_bottom(text, operand_shape, axis):
 
 def test_scale_in_place_gradient():
     x, dy = data(2, 3, 2), data(2, 3, 2)
-    results = []
-    for in_place in (False, True):
-        layer = make("Scale", "scale_param { filler { type: 'gaussian' } }")
-        (bottom,) = make_blobs(x)
-        top = bottom if in_place else Blob()
-        layer.setup([bottom], [top])
-        layer.reshape([bottom], [top])
-        layer.forward([bottom], [top])
-        top.diff[...] = dy
-        layer.backward([top], [True], [bottom])
-        results.append((bottom.diff.copy(), layer.blobs[0].diff.copy()))
+    results = [(bottom, params[0]) for bottom, params in separate_and_in_place_gradients(
+        lambda: make("Scale", "scale_param { filler { type: 'gaussian' } }"), x, dy)]
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
