@@ -170,6 +170,8 @@ def test_one_log_and_one_snapshot(two_ranks):
     folder, code, log = two_ranks
     assert code == 0, log
     assert log.count("Using 2 MPI ranks") == 1 and log.count("Solving ") == 1, log
+    lanes = os.environ.get("SIAMESE_BRANCH_THREADS") or max(1, (os.cpu_count() or 1) // 2)  # two ranks share a host
+    assert f"x batch_size, {lanes} branch lane(s) per rank" in log, log
     assert log.count("Snapshotting to binary proto file") == 2
     names = sorted(p.name for p in folder.iterdir() if p.name.startswith("s_iter"))
     assert names == ["s_iter_10.caffemodel", "s_iter_10.solverstate", "s_iter_20.caffemodel", "s_iter_20.solverstate"]

@@ -21,6 +21,7 @@ import numpy as np
 from mpi4py import MPI
 
 from ..errors import SiameseError
+from .. import schedule
 from ..log import CaffeLog
 from ..solvers.signals import SignalRequests
 
@@ -61,6 +62,17 @@ class MPIRanks:
         self._sharded_nets = set()  # ids of the test nets whose passes are split over the ranks
         self.reductions = 0
         self.reduce_seconds = 0.0
+        self._share_cores()
+
+    def _share_cores(self):
+        """Ranks on one host split its cores: each gets cores / local ranks branch lanes (see schedule.py),
+        unless SIAMESE_BRANCH_THREADS says otherwise, so that N ranks do not run 2N lanes on N cores."""
+        local = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
+        try:
+            lanes = max(1, (os.cpu_count() or 1) // local.Get_size())
+        finally:
+            local.Free()
+        os.environ.setdefault(schedule.ENV, str(lanes))
 
     # ---- failure handling -----------------------------------------------------------
     def __enter__(self):
@@ -86,7 +98,8 @@ class MPIRanks:
     # ---- start-up -------------------------------------------------------------------
     def attach(self, solver):
         """Split the solver's data over the ranks and give every rank rank 0's weights and history."""
-        self.log(f"Using {self.size} MPI ranks: effective batch {self.size} x batch_size")
+        self.log(f"Using {self.size} MPI ranks: effective batch {self.size} x batch_size, "
+                 f"{schedule.requested_lanes()} branch lane(s) per rank")
         for layer in solver.net.layers:
             self._shard(layer)
         for k, net in enumerate(solver.test_nets):
