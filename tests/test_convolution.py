@@ -248,11 +248,18 @@ def test_reshape_to_new_batch_size():
     ("num_output: 4 kernel_size: 3 group: 4 pad: 1 stride: 2", (2, 4, 9, 36), (2, 2), (1, 1)),
     ("num_output: 4 kernel_size: 3 group: 4 pad: 1 stride: 2", (2, 4, 9, 7), (2, 2), (1, 1)),
 ])
-def test_depthwise_in_small_blocks_matches_direct_convolution(monkeypatch, text, shape, stride, pad):
-    """The forward pass of depthwise layers works block by block; tiny blocks must give the same top."""
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+def test_depthwise_in_small_blocks_matches_direct_convolution(monkeypatch, text, shape, stride, pad, threads):
+    """The forward pass of depthwise layers works block by block, the blocks shared out over threads;
+    tiny blocks must give the same top, bit for bit whatever the thread count."""
     monkeypatch.setattr(_depthwise, "BLOCK_BYTES", 64)
+    monkeypatch.setenv("SIAMESE_BRANCH_THREADS", threads)
     x = np.random.default_rng(8).standard_normal(shape).astype(np.float32)
     layer = make(f"{text} {FILLERS}")
     _, (top,) = run(layer, x)
+    assert layer.depthwise.threads == int(threads)
     expected = reference(x, layer.blobs[0].data, layer.blobs[1].data, stride, pad, (1, 1), shape[1])
     np.testing.assert_allclose(top.data, expected, rtol=1e-5, atol=1e-5)
+    monkeypatch.setenv("SIAMESE_BRANCH_THREADS", "1")
+    _, (single,) = run(make(f"{text} {FILLERS}"), x)
+    np.testing.assert_array_equal(top.data, single.data)

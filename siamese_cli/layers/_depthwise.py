@@ -6,8 +6,16 @@ first). Each kernel offset (i, j) is a strided view of the padded input, scaled 
 per-channel weights and added up: a 3 x 3 layer of any number of channels is nine multiply-adds
 over whole arrays. Small images (7 x 7 with 1024 channels) are laid out channels-last, (H, W, N, C),
 so that every operation runs along long contiguous channel rows rather than rows of 7 pixels.
+
+The forward blocks are independent (each writes its own rows of the result), so they are shared
+out over `threads` threads: numpy's element-wise loops release the GIL, and unlike a matmul nothing
+else would put the second core to work. The sums are the same whichever thread runs a block.
 """
+import threading
+
 import numpy as np
+
+from ..schedule import requested_lanes
 
 #: Output rows shorter than this use the channels-last layout.
 SHORT_ROW = 16
@@ -19,11 +27,37 @@ BLOCK_BYTES = 256 << 10
 class Depthwise:
     """Forward and backward of a depthwise Convolution of fixed geometry."""
 
-    def __init__(self, kernel, stride, pad, dilation, multiplier):
+    def __init__(self, kernel, stride, pad, dilation, multiplier, threads=None):
         self.kernel, self.stride, self.pad, self.dilation = kernel, stride, pad, dilation
         self.multiplier = multiplier
+        self.threads = requested_lanes() if threads is None else threads  # SIAMESE_BRANCH_THREADS=1: one
         self._inputs = {}  # bottom index -> its padded input, kept for backward
         self._buffers = {}
+
+    def _each_block(self, starts, work):
+        """work(start) for every block start, in contiguous runs of blocks, one run per thread."""
+        runs = [run for run in np.array_split(np.asarray(starts), min(self.threads, len(starts))) if run.size]
+        if len(runs) < 2:
+            for start in starts:
+                work(start)
+            return
+        errors = []
+
+        def run_blocks(run):
+            try:
+                for start in run:
+                    work(int(start))
+            except BaseException as exc:  # re-raised in the calling thread
+                errors.append(exc)
+
+        helpers = [threading.Thread(target=run_blocks, args=(run,)) for run in runs[1:]]
+        for helper in helpers:
+            helper.start()
+        run_blocks(runs[0])
+        for helper in helpers:
+            helper.join()
+        if errors:
+            raise errors[0]
 
     def _buffer(self, name, shape, zero=False):
         """A float32 work array kept between calls (fresh arrays cost page faults on every pass)."""
@@ -81,7 +115,8 @@ class Depthwise:
         per_row = total[:1].nbytes if last else total[:, :, :1].nbytes
         step = max(1, BLOCK_BYTES // max(per_row, 1))
         (sh, _), (dh, _) = self.stride, self.dilation
-        for y0 in range(0, oh, step):
+
+        def rows_block(y0):
             y1 = min(oh, y0 + step)
             block = total[y0:y1] if last else total[:, :, y0:y1]
             spare = scratch[y0:y1] if last else scratch[:, :, y0:y1]
@@ -94,6 +129,8 @@ class Depthwise:
                     else:
                         np.multiply(window, self._taps(weights, last, i, j), out=spare)
                         block += spare
+
+        self._each_block(range(0, oh, step), rows_block)
         if bias is not None:
             total += bias if last else bias[None, :, None, None]
         np.copyto(out, total.transpose(2, 3, 0, 1) if last else total)
@@ -145,7 +182,8 @@ class Depthwise:
         scratch = self._buffer("scratch", (n * c, length))
         taps = np.tile(weights.reshape(c, -1), (n, 1))  # (N * C, kh * kw)
         step = max(1, BLOCK_BYTES // (length * 4))
-        for r0 in range(0, n * c, step):
+
+        def channels_block(r0):
             r1 = min(n * c, r0 + step)
             head, spare = total[r0:r1, :length], scratch[r0:r1]
             for k, (phase, start) in enumerate(runs):
@@ -153,6 +191,8 @@ class Depthwise:
                 np.multiply(source, taps[r0:r1, k:k + 1], out=spare if k else head)
                 if k:
                     head += spare
+
+        self._each_block(range(0, n * c, step), channels_block)
         result = total.reshape(n, c, oh, wp)[:, :, :, :ow]
         if bias is not None:
             np.add(result, bias[None, :, None, None], out=out)
