@@ -5,7 +5,7 @@ import pytest
 
 from siamese_cli.errors import SiameseError
 from siamese_cli.solvers import load_solver, make_solver
-from test_solver import SHAPES, Lines, _grads, solver_param
+from test_solver import SHAPES, Lines, _grads, _one_update, solver_param
 
 # (lr_mult, decay_mult) of the four learnable blobs of test_solver's NET: ip weight, ip bias, ip_p weight, ip_p bias
 MULTS = [(1, 1), (2, 0), (1, 1), (1, 1)]
@@ -13,15 +13,8 @@ RATE, DECAY, DELTA = 0.1, 0.01, 1e-6
 
 
 def run_updates(kind, extra, grads_seq):
-    solver = make_solver(solver_param(f'type: "{kind}"\nweight_decay: {DECAY}\ndelta: {DELTA}\n{extra}'), log=Lines())
-    params = solver.net.learnable_params
-    start = [p.blob.data.astype(np.float64).copy() for p in params]
-    for grads in grads_seq:
-        for p, g in zip(params, grads):
-            p.blob.diff[...] = g
-        solver.apply_update()
-        solver.iter += 1
-    return start, [p.blob.data.astype(np.float64) for p in params]
+    _, start, end = _one_update(kind, f"weight_decay: {DECAY}\ndelta: {DELTA}\n{extra}", grads_seq)
+    return start, end
 
 
 # Each reference takes (w, regularised gradient g, state dict, local rate = rate * lr_mult, t) and returns the step.
