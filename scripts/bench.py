@@ -221,157 +221,6 @@ def peak_training_memory(train_db, test_db, iterations):
 
 
 # ---- PyTorch ---------------------------------------------------------------------------
-def torch_trainer(batches, threads, seed=0):
-    """A step function training the same siamese net in PyTorch; None when PyTorch is absent."""
-    try:
-        import torch
-    except ImportError:
-        return None, None
-    from torch import nn
-
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-
-    class Tower(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 20, 5)
-            self.conv2 = nn.Conv2d(20, 50, 5)
-            self.ip1 = nn.Linear(800, 500)
-            self.ip2 = nn.Linear(500, 10)
-            self.feat = nn.Linear(10, 2)
-
-        def forward(self, x):
-            x = nn.functional.max_pool2d(self.conv1(x), 2, 2)
-            x = nn.functional.max_pool2d(self.conv2(x), 2, 2)
-            x = nn.functional.relu(self.ip1(x.flatten(1)))
-            return self.feat(self.ip2(x))
-
-    tower = Tower()
-    optimizer = torch.optim.SGD(tower.parameters(), lr=0.01, momentum=0.9)
-    tensors = [(torch.from_numpy(data), torch.from_numpy(labels)) for data, labels in batches]
-    margin = 1.0
-    state = {"k": 0}
-
-    def step():
-        data, similar = tensors[state["k"] % len(tensors)]
-        state["k"] += 1
-        optimizer.zero_grad(set_to_none=False)
-        a, b = tower(data[:, :1]), tower(data[:, 1:])
-        dist_sq = ((a - b) ** 2).sum(dim=1)
-        far = torch.clamp(margin - torch.sqrt(dist_sq), min=0.0)
-        loss = (similar * dist_sq + (1 - similar) * far * far).sum() / (2 * len(similar))
-        loss.backward()
-        optimizer.step()
-
-    step.tower = tower
-    return step, torch.__version__
-
-
-def read_batches(db, count, batch=64):
-    """`count` batches of the train DB, decoded and scaled as the Data layer does."""
-    import numpy as np
-    from siamese_cli.io.db import open_reader
-    from siamese_cli.layers.data import decode_batch
-
-    out = []
-    with open_reader(db) as reader:
-        shape = None
-        for _ in range(count):
-            records = reader.take(batch)
-            if shape is None:
-                from siamese_cli.proto import caffe_pb2
-
-                datum = caffe_pb2.Datum.FromString(records[0][1])
-                shape = (datum.channels, datum.height, datum.width)
-            data, labels = decode_batch(records, shape, db)
-            out.append((data.astype(np.float32) * np.float32(0.00390625), labels))
-    return out
-
-
-# ---- inference and the full reproduction ---------------------------------------------------
-def deploy_forward(train_net):
-    """A step(images) function: the deploy net (one tower) with the trained weights, forward only."""
-    import numpy as np
-    from siamese_cli.net import Net
-
-    net = Net(EXAMPLE / "mnist_siamese.prototxt", phase="TEST", seed=0)
-    net.share_weights_from(train_net)
-    rng = np.random.default_rng(0)
-
-    def forward(batch):
-        blob = net.blobs["data"]
-        if blob.shape[0] != batch:
-            blob.reshape((batch, 1, 28, 28))
-            blob.data[...] = rng.random(blob.shape, dtype=np.float32)
-        net.forward_loss()
-
-    return forward
-
-
-def torch_deploy_forward(tower):
-    import torch
-
-    inputs = {}
-
-    def forward(batch):
-        if batch not in inputs:
-            inputs[batch] = torch.rand(batch, 1, 28, 28)
-        with torch.inference_mode():
-            tower(inputs[batch])
-
-    return forward
-
-
-def images_per_second(forward, batch, images, settle=0.3):
-    forward(batch)
-    time.sleep(settle)
-    passes = max(1, images // batch)
-    start = time.perf_counter()
-    for _ in range(passes):
-        forward(batch)
-    return passes * batch / (time.perf_counter() - start)
-
-
-def test_and_snapshot_seconds(train_db, test_db, workdir, repeats, batches=100):
-    """([seconds per test pass of 100 batches of 100 pairs], [seconds per snapshot]), `repeats` of each.
-
-    With fewer `batches` (a quick run) the pass is timed over those and scaled to 100.
-    """
-    param = solver_param(train_db, test_db, test_iter=batches, test_interval=500)
-    param.snapshot_prefix = str(Path(workdir) / "bench_snapshot")
-    solver = make_solver(param)
-    try:
-        solver.step(1)
-        tests, snapshots = [], []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            solver.test_all()
-            tests.append((time.perf_counter() - start) * 100 / batches)
-            start = time.perf_counter()
-            solver.snapshot()
-            snapshots.append(time.perf_counter() - start)
-    finally:
-        solver.close()
-    return tests, snapshots
-
-
-def full_run_model(iteration_ms, test_s, snapshot_s, param_path=EXAMPLE / "mnist_siamese_solver.prototxt"):
-    """Modelled wall time of the example solver's whole run: {training, testing, snapshots, total} in seconds."""
-    from siamese_cli.io.prototxt import read_solver
-
-    param = read_solver(param_path)
-    iters = param.max_iter
-    passes = len(range(0 if param.test_initialization else param.test_interval, iters + 1, param.test_interval))
-    snapshots = iters // param.snapshot if param.snapshot else 0
-    model = {"iterations": iters, "test_passes": passes, "snapshots": snapshots,
-             "training_s": iters * iteration_ms / 1e3, "testing_s": passes * test_s,
-             "snapshots_s": snapshots * snapshot_s}
-    model["total_s"] = model["training_s"] + model["testing_s"] + model["snapshots_s"]
-    return model
-
-
-# ---- the benchmark -------------------------------------------------------------------------
 def time_per_iteration(step, iterations, settle=0.3):
     """Mean milliseconds per iteration, after `settle` seconds idle.
 
@@ -385,6 +234,11 @@ def time_per_iteration(step, iterations, settle=0.3):
 
 
 def run(args):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_deploy import deploy_forward, full_run_model, images_per_second, test_and_snapshot_seconds, \
+        torch_deploy_forward
+    from bench_torch import read_batches, torch_trainer
+
     import numpy as np
     from siamese_cli.tools.timing import time_layers
 
