@@ -203,6 +203,15 @@ def _upgrade_solver(args):
     upgrade_solver_file(args.input, args.output)
 
 
+def _deploy_net_args(p):
+    """The deploy net, its weights and the labelled images that plot-features and evaluate embed."""
+    p.add_argument("--model", default="examples/siamese/mnist_siamese.prototxt", help="deploy net .prototxt")
+    p.add_argument("--weights", help=".caffemodel (default: the examples/siamese/mnist_siamese_iter_N.caffemodel "
+                                     "with the highest iteration N)")
+    p.add_argument("--images", help="IDX images (default: bundled MNIST test set)")
+    p.add_argument("--labels", help="IDX labels (default: bundled MNIST test set)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="siamese",
@@ -300,11 +309,7 @@ def build_parser():
     p = sub.add_parser("plot-features", help="scatter plot of the learned 2-D features of the test digits",
                        description="Run the deploy net over labelled images, scatter the features (PCA above 2-D) "
                                    "and print the 1-nearest-neighbour accuracy.")
-    p.add_argument("--model", default="examples/siamese/mnist_siamese.prototxt", help="deploy net .prototxt")
-    p.add_argument("--weights", help=".caffemodel (default: the examples/siamese/mnist_siamese_iter_N.caffemodel "
-                                     "with the highest iteration N)")
-    p.add_argument("--images", help="IDX images (default: bundled MNIST test set)")
-    p.add_argument("--labels", help="IDX labels (default: bundled MNIST test set)")
+    _deploy_net_args(p)
     p.add_argument("--out", help="output picture; format by extension: png, svg, pdf "
                                  "(default: beside the weights, WEIGHTS_features.png)")
     p.add_argument("--show", action="store_true", help="also open a window, where there is a display")
@@ -314,12 +319,8 @@ def build_parser():
     p = sub.add_parser("evaluate", help="pair (ROC AUC, EER) and retrieval (MAP@R, P@1) metrics of an embedding",
                        description="Embed the pairs of a pair DB and the labelled images with the deploy net; print "
                                    "one metric per line (and write them to --json).")
-    p.add_argument("--model", default="examples/siamese/mnist_siamese.prototxt", help="deploy net .prototxt")
-    p.add_argument("--weights", help=".caffemodel (default: the examples/siamese/mnist_siamese_iter_N.caffemodel "
-                                     "with the highest iteration N)")
+    _deploy_net_args(p)
     p.add_argument("--pairs", help="pair DB of two-image Datums (default: examples/siamese/mnist_siamese_test_leveldb)")
-    p.add_argument("--images", help="IDX images (default: bundled MNIST test set)")
-    p.add_argument("--labels", help="IDX labels (default: bundled MNIST test set)")
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.add_argument("--plot", help="ROC curve and pair-distance histograms to this picture (png, svg, pdf)")
     p.set_defaults(run=_evaluate)
