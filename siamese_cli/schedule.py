@@ -17,6 +17,7 @@ matmul's sums differently, so the plain path itself differs in the last bits).
 `SIAMESE_BRANCH_THREADS=1` (or 0) turns it off; any other number caps the lanes (default: the
 number of CPUs, at most 2).
 """
+import contextvars
 import os
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -170,7 +171,8 @@ class BranchSchedule:
         if self._blas is None:
             self._blas = _BlasThreads()
         self._blas.set(max(1, (os.cpu_count() or 1) // len(lanes)))
-        futures = [self._pool.submit(run, lane) for lane in lanes[1:]]
+        # Each lane runs in a copy of the caller's context, so numpy's error state (np.errstate) holds there too.
+        futures = [self._pool.submit(contextvars.copy_context().run, run, lane) for lane in lanes[1:]]
         try:
             run(lanes[0])
         finally:

@@ -178,6 +178,24 @@ def test_an_error_in_a_lane_reaches_the_caller():
     net.close()
 
 
+def test_lanes_run_under_the_callers_numpy_error_state():
+    net = example_net(4)
+    net.schedule = branch_schedule(net, lanes=2, min_values=0)
+    seen = {}
+    for name in ("pool2", "pool2_p"):  # one layer in each lane
+        layer = net.layer_dict[name]
+
+        def record(bottom, top, name=name, forward=layer.forward):
+            seen[name] = np.geterr()["over"]
+            forward(bottom, top)
+
+        layer.forward = record
+    with np.errstate(over="ignore"):
+        net.forward_loss()
+    assert seen == {"pool2": "ignore", "pool2_p": "ignore"}
+    net.close()
+
+
 def test_branches_with_layers_that_share_outside_state_run_plainly(monkeypatch):
     net = example_net(64)
     assert branch_schedule(net, lanes=2) is not None

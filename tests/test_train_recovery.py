@@ -3,6 +3,7 @@ test passes, resumed logs and rates. In-process, on test_solver's tiny net."""
 import errno
 import json
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -274,3 +275,14 @@ def test_solverstate_whose_learned_net_is_not_text_is_a_clear_error(tmp_path):
     state.write_bytes(state.read_bytes() + b"\x12\x02\xff\xfe")  # a later learned_net wins: not UTF-8
     with pytest.raises(SiameseError, match="learned_net is not a valid file name"):
         solver.restore(state)
+
+
+def test_non_finite_loss_is_the_one_message_no_numpy_warnings(tmp_path):
+    """The stop message says what happened; numpy's own overflow warnings would only repeat it, unordered."""
+    solver = make(tmp_path)
+    solver.net.params["ip_p"][0].data[...] = np.float32(3e38)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(NonFiniteError):
+            solver.step(1)
+    assert [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)] == []

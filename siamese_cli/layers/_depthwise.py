@@ -11,6 +11,7 @@ The forward blocks are independent (each writes its own rows of the result), so 
 out over `threads` threads: numpy's element-wise loops release the GIL, and unlike a matmul nothing
 else would put the second core to work. The sums are the same whichever thread runs a block.
 """
+import contextvars
 import threading
 
 import numpy as np
@@ -50,7 +51,7 @@ class Depthwise:
             except BaseException as exc:  # re-raised in the calling thread
                 errors.append(exc)
 
-        helpers = [threading.Thread(target=run_blocks, args=(run,)) for run in runs[1:]]
+        helpers = [threading.Thread(target=contextvars.copy_context().run, args=(run_blocks, run)) for run in runs[1:]]
         for helper in helpers:
             helper.start()
         run_blocks(runs[0])

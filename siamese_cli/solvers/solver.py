@@ -24,6 +24,8 @@ from .snapshot import Snapshots
 f32 = np.float32
 
 
+QUIET_FLOATS = {"over": "ignore", "invalid": "ignore", "divide": "ignore"}
+
 class Solver(Snapshots):
     """Owns the train net, the test nets (sharing its weights), the iteration count and the update history.
 
@@ -184,7 +186,9 @@ class Solver(Snapshots):
             display = p.display and self.iter % p.display == 0
             loss = 0.0
             for _ in range(p.iter_size):
-                loss += self.net.forward_backward()
+                # The non-finite check below reports an overflow in one line; numpy's warnings would repeat it.
+                with np.errstate(**({} if self.allow_nan else QUIET_FLOATS)):
+                    loss += self.net.forward_backward()
                 if not (self.allow_nan or np.isfinite(loss)):
                     raise non_finite_loss(self.net, self.iter, loss, self.last_snapshot)
             loss /= p.iter_size
