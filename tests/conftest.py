@@ -2,3 +2,26 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def kernel_path(request, monkeypatch):
+    """Runs a test once with the compiled kernels (siamese_cli.accel) and once with the numpy path.
+
+    Where a C compiler exists the compiled kernels must build: a failed build fails the test
+    instead of quietly testing the numpy path twice.
+    """
+    from siamese_cli import accel
+
+    if request.param == "numpy":
+        monkeypatch.setenv(accel.ENV, "0")
+    else:
+        monkeypatch.setenv(accel.ENV, "1")
+        if accel.kernels() is None:
+            if accel._compiler() is None:
+                pytest.skip(accel.status())
+            pytest.fail(accel.status())
+    return request.param

@@ -10,6 +10,8 @@ from siamese_cli.layers import layer_class
 from siamese_cli.layers.pooling import pool_out_size
 from siamese_cli.proto import caffe_pb2
 
+pytestmark = pytest.mark.usefixtures("kernel_path")
+
 
 def make(text):
     param = caffe_pb2.LayerParameter(name="pool", type="Pooling")

@@ -3,9 +3,11 @@
 Windows are visited offset by offset in row-major order: MAX keeps the first maximum of each
 window as Caffe does, and AVE adds in Caffe's order (bit-identical sums).
 The argmax is kept as the window offset in a small integer array, not as an input-sized mask.
+With the compiled kernels (siamese_cli.accel), MAX runs as one pass in C with Caffe's int mask.
 """
 import numpy as np
 
+from .. import accel
 from ._geometry import pool_geometry, pool_out_size
 from .base import Layer
 
@@ -31,6 +33,7 @@ class Pooling(Layer):
         self.kernel, self.stride, self.pad = pool_geometry(self, p)
         self.ceil_mode = p.round_mode == p.CEIL
         self._shape = None
+        self.kernels = accel.kernels() if self.method == _MAX else None
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape
@@ -64,6 +67,11 @@ class Pooling(Layer):
             self._lower_rows = np.empty(self.top_shape, np.float32)
             self._right = np.empty((n, c, h, ow), bool)
             self._lower = np.empty(self.top_shape, bool)
+        if self.kernels is not None:
+            self.mask = np.zeros(self.top_shape, np.int32)
+            for blob in top:
+                blob.reshape(self.top_shape)
+            return
         self.argmax = np.zeros(self.top_shape, np.uint8 if kh * kw <= 256 else np.int32)
         self._better = np.zeros(self.top_shape, bool)
         self._differs = np.zeros(self.top_shape, bool)
@@ -103,8 +111,20 @@ class Pooling(Layer):
         self._padded[:, :, ph:ph + h, pw:pw + w] = x
         return self._padded
 
+    def _geometry_args(self):
+        n, c, h, w = self._shape
+        _, _, oh, ow = self.top_shape
+        return (n * c, h, w, oh, ow) + tuple(self.window) + tuple(self.stride) + tuple(self.pad)
+
     def forward(self, bottom, top):
         x, out = bottom[0].data, top[0].data
+        if self.kernels is not None:
+            k = self.kernels
+            k.max_pool_forward(k.ptr(np.ascontiguousarray(x)), k.ptr(out), k.ptr(self.mask, accel.INT32),
+                               *self._geometry_args())
+            if len(top) > 1:
+                np.copyto(top[1].data, self.mask, casting="unsafe")
+            return
         if self.pairwise:
             self._forward_pairwise(x, out)
             if len(top) > 1:
@@ -201,6 +221,14 @@ class Pooling(Layer):
         if not propagate_down[0]:
             return
         dy, dx = top[0].diff, bottom[0].diff
+        if self.kernels is not None:
+            k = self.kernels
+            target = dx if dx.flags.c_contiguous else np.empty(dx.shape, np.float32)
+            k.max_pool_backward(k.ptr(np.ascontiguousarray(dy)), k.ptr(self.mask, accel.INT32), k.ptr(target),
+                                *self._geometry_args()[:5])
+            if target is not dx:
+                np.copyto(dx, target)
+            return
         if self.pairwise:
             self._backward_pairwise(dy, dx)
             return
