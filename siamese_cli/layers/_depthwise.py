@@ -10,12 +10,18 @@ so that every operation runs along long contiguous channel rows rather than rows
 The forward blocks are independent (each writes its own rows of the result), so they are shared
 out over `threads` threads: numpy's element-wise loops release the GIL, and unlike a matmul nothing
 else would put the second core to work. The sums are the same whichever thread runs a block.
+
+With the compiled kernels (siamese_cli.accel, accel/depthwise.c) forward and backward are one pass
+over memory each, the input channels shared out over the threads (ctypes releases the GIL): the
+top is bit for bit the numpy path's, and each channel's gradient is summed by one thread, so no
+result depends on the thread count.
 """
 import contextvars
 import threading
 
 import numpy as np
 
+from .. import accel
 from ..schedule import requested_lanes
 
 #: Output rows shorter than this use the channels-last layout.
@@ -34,6 +40,8 @@ class Depthwise:
         self.threads = requested_lanes() if threads is None else threads  # SIAMESE_BRANCH_THREADS=1: one
         self._inputs = {}  # bottom index -> its padded input, kept for backward
         self._buffers = {}
+        self.kernels = accel.kernels()
+        self._bottoms = {}  # compiled path: bottom index -> the bottom itself, which backward reads
 
     def _each_block(self, starts, work):
         """work(start) for every block start, in contiguous runs of blocks, one run per thread."""
@@ -59,6 +67,39 @@ class Depthwise:
             helper.join()
         if errors:
             raise errors[0]
+
+    def _each_channel_range(self, channels, work):
+        """work(c0, c1) for contiguous channel ranges covering range(channels), one per thread."""
+        bounds = np.linspace(0, channels, min(self.threads, channels) + 1).round().astype(int).tolist()
+        ends = dict(zip(bounds[:-1], bounds[1:]))
+        self._each_block(list(ends), lambda start: work(start, ends[start]))
+
+    def _geometry(self, shape, out_hw):
+        n, c, h, w = shape
+        return (n, c, self.multiplier, h, w, *out_hw, *self.kernel, *self.stride, *self.pad, *self.dilation)
+
+    def _forward_compiled(self, x, weights, bias, out, key):
+        k = self.kernels
+        x = np.ascontiguousarray(x, np.float32)
+        self._bottoms[key] = x
+        arrays = (k.ptr(x), k.ptr(weights), None if bias is None else k.ptr(bias), k.ptr(out))
+        geometry = self._geometry(x.shape, out.shape[2:])
+        self._each_channel_range(x.shape[1], lambda c0, c1: k.depthwise_forward(*arrays, *geometry, c0, c1))
+
+    def _backward_compiled(self, dy, weights, weight_diff, bias_diff, dx, key):
+        k, x = self.kernels, self._bottoms[key]
+        dy = np.ascontiguousarray(dy, np.float32)
+        arrays = (k.ptr(x), k.ptr(dy), k.ptr(weights), k.ptr(weight_diff),
+                  None if bias_diff is None else k.ptr(bias_diff), None if dx is None else k.ptr(dx))
+        geometry = self._geometry(x.shape, dy.shape[2:])
+        taps = self.kernel[0] * self.kernel[1]
+
+        def channels(c0, c1):  # each thread its own work memory
+            acc = np.empty(self.multiplier * (taps + 1) * dy.shape[3], np.float64)
+            spare = np.empty(x.shape[3], np.float32)
+            k.depthwise_backward(*arrays, k.ptr(acc, accel.FLOAT64), k.ptr(spare), *geometry, c0, c1)
+
+        self._each_channel_range(x.shape[1], channels)
 
     def _buffer(self, name, shape, zero=False):
         """A float32 work array kept between calls (fresh arrays cost page faults on every pass)."""
@@ -100,6 +141,9 @@ class Depthwise:
 
     def forward(self, x, weights, bias, out, key=0):
         """out (N, O, oh, ow) = depthwise convolution of x (N, C, H, W) with weights (O, 1, kh, kw)."""
+        if self.kernels is not None:
+            self._forward_compiled(x, weights, bias, out, key)
+            return
         if self.multiplier > 1:
             x = np.repeat(x, self.multiplier, axis=1)
         out_hw = out.shape[2:]
@@ -219,6 +263,9 @@ class Depthwise:
 
     def backward(self, dy, weights, weight_diff, bias_diff, dx, key=0):
         """Add the weight (and bias) gradients; write the bottom gradient into dx unless it is None."""
+        if self.kernels is not None:
+            self._backward_compiled(dy, weights, weight_diff, bias_diff, dx, key)
+            return
         padded, last, hw = self._inputs[key]
         if bias_diff is not None:
             bias_diff += dy.sum(axis=(0, 2, 3), dtype=np.float32)
