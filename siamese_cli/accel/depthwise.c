@@ -18,21 +18,38 @@
  * Each call handles the input channels [c0, c1) of every image, so threads given disjoint channel
  * ranges write disjoint outputs and each weight's gradient is summed by one thread, in one order,
  * whatever the number of threads. */
-/* Output columns [first, last) whose input column v * sw + start lies in [0, W). */
-static void column_range(long W, long OW, long sw, long start, long *first, long *last)
+#include <stddef.h>
+
+/* A layer's shape; first[j], last[j]: the output columns [first, last) that kernel column j reads
+ * inside the image (computed once per call: the divisions would cost more than a short row). */
+typedef struct {
+    long H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw;
+    long *first, *last;
+} Geometry;
+
+static void column_ranges(Geometry *g)
 {
-    long f = start < 0 ? (-start + sw - 1) / sw : 0;
-    long l = W - 1 - start >= 0 ? (W - 1 - start) / sw + 1 : 0;
-    l = l < OW ? l : OW;
-    *first = f;
-    *last = f < l ? l : f;
+    for (long j = 0; j < g->kw; ++j) {
+        long start = j * g->dw - g->pw; /* input column of output column 0 */
+        long f = start < 0 ? (-start + g->sw - 1) / g->sw : 0;
+        long l = g->W - 1 - start >= 0 ? (g->W - 1 - start) / g->sw + 1 : 0;
+        l = l < g->OW ? l : g->OW;
+        g->first[j] = f;
+        g->last[j] = f < l ? l : f;
+    }
 }
 
-/* out[v] += in[v * sw] * w for v in [first, last); a constant stride lets the compiler vectorise. */
-#define MULTIPLY_ADD(STRIDE)                                                                        \
-    for (long v = first; v < last; ++v) out[v] = out[v] + in[v * (STRIDE)] * w;
+/* Where output column first of kernel column j reads, within its input row. */
+static long column_start(const Geometry *g, long j)
+{
+    return g->first[j] * g->sw + j * g->dw - g->pw;
+}
 
-static void row_multiply_add(float *restrict out, const float *restrict in, float w, long first, long last, long sw)
+/* out[v] += in[v * sw] * w for v in [0, count); a constant stride lets the compiler vectorise. */
+#define MULTIPLY_ADD(STRIDE)                                                                        \
+    for (long v = 0; v < count; ++v) out[v] = out[v] + in[v * (STRIDE)] * w;
+
+static void row_multiply_add(float *restrict out, const float *restrict in, float w, long count, long sw)
 {
     if (sw == 1) {
         MULTIPLY_ADD(1)
@@ -44,25 +61,79 @@ static void row_multiply_add(float *restrict out, const float *restrict in, floa
 }
 
 /* One output plane from one input plane. */
-static void forward_plane(const float *restrict x, const float *restrict wt, float bias, int has_bias,
-                          float *restrict out, long H, long W, long OH, long OW, long kh, long kw, long sh,
-                          long sw, long ph, long pw, long dh, long dw)
+static void forward_plane(const Geometry *g, const float *restrict x, const float *restrict wt, const float *bias,
+                          float *restrict out)
 {
-    for (long y = 0; y < OH; ++y) {
-        float *row = out + y * OW;
-        for (long v = 0; v < OW; ++v) row[v] = 0.0f;
-        for (long i = 0; i < kh; ++i) {
-            long h = y * sh - ph + i * dh;
-            if (h < 0 || h >= H) continue;
-            for (long j = 0; j < kw; ++j) {
-                long start = j * dw - pw, first, last;
-                column_range(W, OW, sw, start, &first, &last);
-                if (first < last)
-                    row_multiply_add(row + first, x + h * W + first * sw + start, wt[i * kw + j], 0, last - first, sw);
+    for (long y = 0; y < g->OH; ++y) {
+        float *row = out + y * g->OW;
+        for (long v = 0; v < g->OW; ++v) row[v] = 0.0f;
+        for (long i = 0; i < g->kh; ++i) {
+            long h = y * g->sh - g->ph + i * g->dh;
+            if (h < 0 || h >= g->H) continue;
+            for (long j = 0; j < g->kw; ++j)
+                if (g->first[j] < g->last[j])
+                    row_multiply_add(row + g->first[j], x + h * g->W + column_start(g, j), wt[i * g->kw + j],
+                                     g->last[j] - g->first[j], g->sw);
+        }
+        if (bias)
+            for (long v = 0; v < g->OW; ++v) row[v] = row[v] + *bias;
+    }
+}
+
+#define GEOMETRY(g)                                                                                 \
+    long first_[kw], last_[kw];                                                                     \
+    Geometry g = {H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, first_, last_};                     \
+    column_ranges(&g);
+
+/* Small images (short output rows), equal strides s: the plane is copied into a zero-bordered tile
+ * (hp x wp, in L1) and every kernel offset is one flat run over the whole plane, as numpy's path
+ * does it: output (y, v) is computed at position q = y * wp + v of a pitched buffer and offset (i, j)
+ * reads tile[s * q + i * dh * wp + j * dw]; the columns past OW are computed and dropped. A row of
+ * 7 or 14 outputs is too short for the vector units, a run over the plane is not. Identical sums:
+ * the tile's zeros are numpy's padding. */
+#define SHORT_ROW 32
+#define TILE_FLOATS 8192
+
+typedef struct {
+    long hp, wp, run;
+} Tile;
+
+static Tile tile_shape(const Geometry *g)
+{
+    Tile t;
+    long need_h = (g->OH - 1) * g->sh + g->dh * (g->kh - 1) + 1, need_w = (g->OW - 1) * g->sw + g->dw * (g->kw - 1) + 1;
+    t.hp = g->H + 2 * g->ph > need_h ? g->H + 2 * g->ph : need_h;
+    t.wp = g->W + 2 * g->pw > need_w ? g->W + 2 * g->pw : need_w;
+    t.run = (g->OH - 1) * t.wp + g->OW;
+    return t;
+}
+
+#define FLAT_RUN(STRIDE, FIRST)                                                                     \
+    for (long q = 0; q < t->run; ++q) acc[q] = FIRST in[q * (STRIDE)] * w;
+
+static void forward_plane_tiled(const Geometry *g, const Tile *t, float *restrict tile, float *restrict acc,
+                                const float *restrict x, const float *restrict wt, const float *bias,
+                                float *restrict out)
+{
+    for (long h = 0; h < g->H; ++h)
+        for (long v = 0; v < g->W; ++v) tile[(h + g->ph) * t->wp + g->pw + v] = x[h * g->W + v];
+    for (long i = 0; i < g->kh; ++i)
+        for (long j = 0; j < g->kw; ++j) {
+            const float *in = tile + i * g->dh * t->wp + j * g->dw;
+            float w = wt[i * g->kw + j];
+            if (i == 0 && j == 0) {
+                if (g->sw == 1) { FLAT_RUN(1, ) } else if (g->sw == 2) { FLAT_RUN(2, ) } else { FLAT_RUN(g->sw, ) }
+            } else {
+                if (g->sw == 1) { FLAT_RUN(1, acc[q] +) } else if (g->sw == 2) { FLAT_RUN(2, acc[q] +) } else { FLAT_RUN(g->sw, acc[q] +) }
             }
         }
-        if (has_bias)
-            for (long v = 0; v < OW; ++v) row[v] = row[v] + bias;
+    for (long y = 0; y < g->OH; ++y) {
+        const float *row = acc + y * t->wp;
+        float *target = out + y * g->OW;
+        if (bias)
+            for (long v = 0; v < g->OW; ++v) target[v] = row[v] + *bias;
+        else
+            for (long v = 0; v < g->OW; ++v) target[v] = row[v];
     }
 }
 
@@ -70,12 +141,22 @@ void depthwise_forward(const float *x, const float *weight, const float *bias, f
                        long H, long W, long OH, long OW, long kh, long kw, long sh, long sw, long ph, long pw,
                        long dh, long dw, long c0, long c1)
 {
+    GEOMETRY(g)
+    Tile t = tile_shape(&g);
+    int tiled = OW < SHORT_ROW && sh == sw && t.hp * t.wp + OH * t.wp <= TILE_FLOATS;
+    float tile[tiled ? t.hp * t.wp : 1], acc[tiled ? OH * t.wp : 1];
+    if (tiled)
+        for (long v = 0; v < t.hp * t.wp; ++v) tile[v] = 0.0f; /* the border stays zero: only the interior is copied in */
     for (long n = 0; n < N; ++n)
         for (long c = c0; c < c1; ++c)
             for (long k = 0; k < m; ++k) {
                 long o = c * m + k;
-                forward_plane(x + (n * C + c) * H * W, weight + o * kh * kw, bias ? bias[o] : 0.0f, bias != 0,
-                              out + (n * C * m + o) * OH * OW, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw);
+                const float *plane = x + (n * C + c) * H * W, *b = bias ? bias + o : NULL;
+                float *target = out + (n * C * m + o) * OH * OW;
+                if (tiled)
+                    forward_plane_tiled(&g, &t, tile, acc, plane, weight + o * kh * kw, b, target);
+                else
+                    forward_plane(&g, plane, weight + o * kh * kw, b, target);
             }
 }
 
@@ -111,20 +192,18 @@ static void row_scatter(float *restrict target, const float *restrict g, float w
 }
 
 /* One input row h of the bottom gradient from output plane g (one output channel's filter wt). */
-static void bottom_row(float *restrict target, const float *restrict g, const float *restrict wt, long h, long W,
-                       long OH, long OW, long kh, long kw, long sh, long sw, long ph, long pw, long dh, long dw)
+static void bottom_row(const Geometry *g, float *restrict target, const float *restrict dy, const float *restrict wt,
+                       long h)
 {
-    for (long v = 0; v < W; ++v) target[v] = 0.0f;
-    for (long i = 0; i < kh; ++i) {
-        long reach = h + ph - i * dh; /* = y * sh for the output row y that reads row h at offset i */
-        if (reach < 0 || reach % sh || reach / sh >= OH) continue;
-        const float *grow = g + reach / sh * OW;
-        for (long j = 0; j < kw; ++j) {
-            long start = j * dw - pw, first, last;
-            column_range(W, OW, sw, start, &first, &last);
-            if (first < last)
-                row_scatter(target + first * sw + start, grow + first, wt[i * kw + j], last - first, sw);
-        }
+    for (long v = 0; v < g->W; ++v) target[v] = 0.0f;
+    for (long i = 0; i < g->kh; ++i) {
+        long reach = h + g->ph - i * g->dh; /* = y * sh for the output row y that reads row h at offset i */
+        if (reach < 0 || reach % g->sh || reach / g->sh >= g->OH) continue;
+        const float *grow = dy + reach / g->sh * g->OW;
+        for (long j = 0; j < g->kw; ++j)
+            if (g->first[j] < g->last[j])
+                row_scatter(target + column_start(g, j), grow + g->first[j], wt[i * g->kw + j],
+                            g->last[j] - g->first[j], g->sw);
     }
 }
 
@@ -135,6 +214,7 @@ void depthwise_backward(const float *x, const float *dy, const float *weight, fl
                         float *dx, double *acc, float *spare, long N, long C, long m, long H, long W, long OH, long OW,
                         long kh, long kw, long sh, long sw, long ph, long pw, long dh, long dw, long c0, long c1)
 {
+    GEOMETRY(geometry)
     long taps = kh * kw, O = C * m;
     for (long v = 0; v < m * (taps + 1) * OW; ++v) acc[v] = 0.0; /* per output channel: a row per tap, one for the bias */
     for (long c = c0; c < c1; ++c) {
@@ -150,13 +230,11 @@ void depthwise_backward(const float *x, const float *dy, const float *weight, fl
                     for (long i = 0; i < kh; ++i) {
                         long h = y * sh - ph + i * dh;
                         if (h < 0 || h >= H) continue;
-                        for (long j = 0; j < kw; ++j) {
-                            long start = j * dw - pw, first, last;
-                            column_range(W, OW, sw, start, &first, &last);
-                            if (first < last)
-                                row_accumulate(wacc + (i * kw + j) * OW + first, plane + h * W + first * sw + start,
-                                               grow + first, last - first, sw);
-                        }
+                        for (long j = 0; j < kw; ++j)
+                            if (first_[j] < last_[j])
+                                row_accumulate(wacc + (i * kw + j) * OW + first_[j],
+                                               plane + h * W + column_start(&geometry, j), grow + first_[j],
+                                               last_[j] - first_[j], sw);
                     }
                 }
             }
@@ -166,8 +244,7 @@ void depthwise_backward(const float *x, const float *dy, const float *weight, fl
                 float *row = target + h * W;
                 for (long k = 0; k < m; ++k) {
                     long o = c * m + k;
-                    bottom_row(k ? spare : row, dy + (n * O + o) * OH * OW, weight + o * taps, h, W, OH, OW, kh, kw,
-                               sh, sw, ph, pw, dh, dw);
+                    bottom_row(&geometry, k ? spare : row, dy + (n * O + o) * OH * OW, weight + o * taps, h);
                     if (k)
                         for (long v = 0; v < W; ++v) row[v] = row[v] + spare[v];
                 }
