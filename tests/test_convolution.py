@@ -84,6 +84,7 @@ CASES = [
 ]
 
 
+@pytest.mark.usefixtures("kernel_path")  # depthwise cases: compiled and numpy
 @pytest.mark.parametrize("text, shape, stride, pad, dilation, group", CASES)
 def test_forward_matches_direct_convolution(text, shape, stride, pad, dilation, group):
     rng = np.random.default_rng(1)
@@ -97,6 +98,7 @@ def test_forward_matches_direct_convolution(text, shape, stride, pad, dilation, 
     np.testing.assert_allclose(top.data, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.usefixtures("kernel_path")  # depthwise cases: compiled and numpy
 @pytest.mark.parametrize("text, shape, stride, pad, dilation, group", CASES)
 def test_gradients(text, shape, stride, pad, dilation, group):
     rng = np.random.default_rng(2)
@@ -243,6 +245,7 @@ def test_reshape_to_new_batch_size():
     np.testing.assert_allclose(top[0].data, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.usefixtures("kernel_path")  # depthwise cases: compiled and numpy
 @pytest.mark.parametrize("text, shape, stride, pad", [
     ("num_output: 4 kernel_size: 3 group: 4 pad: 1", (2, 4, 6, 20), (1, 1), (1, 1)),
     ("num_output: 4 kernel_size: 3 group: 4 pad: 1 stride: 2", (2, 4, 9, 36), (2, 2), (1, 1)),
