@@ -256,6 +256,7 @@ def test_depthwise_in_small_blocks_matches_direct_convolution(monkeypatch, text,
     """The forward pass of depthwise layers works block by block, the blocks shared out over threads;
     tiny blocks must give the same top, bit for bit whatever the thread count."""
     monkeypatch.setattr(_depthwise, "BLOCK_BYTES", 64)
+    monkeypatch.setattr(_depthwise, "MIN_SPLIT", 0)
     monkeypatch.setenv("SIAMESE_BRANCH_THREADS", threads)
     x = np.random.default_rng(8).standard_normal(shape).astype(np.float32)
     layer = make(f"{text} {FILLERS}")

@@ -19,6 +19,7 @@
  * ranges write disjoint outputs and each weight's gradient is summed by one thread, in one order,
  * whatever the number of threads. */
 #include <stddef.h>
+#include <stdlib.h>
 
 /* A layer's shape; first[j], last[j]: the output columns [first, last) that kernel column j reads
  * inside the image (computed once per call: the divisions would cost more than a short row). */
@@ -92,7 +93,7 @@ static void forward_plane(const Geometry *g, const float *restrict x, const floa
  * 7 or 14 outputs is too short for the vector units, a run over the plane is not. Identical sums:
  * the tile's zeros are numpy's padding. */
 #define SHORT_ROW 32
-#define TILE_FLOATS 8192
+#define TILE_FLOATS 65536
 
 typedef struct {
     long hp, wp, run;
@@ -144,9 +145,9 @@ void depthwise_forward(const float *x, const float *weight, const float *bias, f
     GEOMETRY(g)
     Tile t = tile_shape(&g);
     int tiled = OW < SHORT_ROW && sh == sw && t.hp * t.wp + OH * t.wp <= TILE_FLOATS;
-    float tile[tiled ? t.hp * t.wp : 1], acc[tiled ? OH * t.wp : 1];
-    if (tiled)
-        for (long v = 0; v < t.hp * t.wp; ++v) tile[v] = 0.0f; /* the border stays zero: only the interior is copied in */
+    float *tile = tiled ? calloc((size_t)(t.hp * t.wp + OH * t.wp), sizeof(float)) : NULL; /* zero border */
+    float *acc = tile ? tile + t.hp * t.wp : NULL;
+    tiled = tile != NULL;
     for (long n = 0; n < N; ++n)
         for (long c = c0; c < c1; ++c)
             for (long k = 0; k < m; ++k) {
@@ -158,6 +159,7 @@ void depthwise_forward(const float *x, const float *weight, const float *bias, f
                 else
                     forward_plane(&g, plane, weight + o * kh * kw, b, target);
             }
+    free(tile);
 }
 
 /* acc[v] += (double)in[v * sw] * g[v] for v in [0, count): exact products, double sums, no reduction

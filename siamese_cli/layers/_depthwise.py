@@ -29,6 +29,9 @@ SHORT_ROW = 16
 #: Forward works through the output in blocks of about this many bytes, so that the nine
 #: multiply-adds of a block run in cache instead of streaming the whole output nine times.
 BLOCK_BYTES = 256 << 10
+#: The compiled path shares a layer out over the threads only from this many multiply-adds on:
+#: starting a thread costs about 0.1 ms, more than a second core saves on a batch-1 MobileNet layer.
+MIN_SPLIT = 1 << 22
 
 
 class Depthwise:
@@ -68,9 +71,11 @@ class Depthwise:
         if errors:
             raise errors[0]
 
-    def _each_channel_range(self, channels, work):
-        """work(c0, c1) for contiguous channel ranges covering range(channels), one per thread."""
-        bounds = np.linspace(0, channels, min(self.threads, channels) + 1).round().astype(int).tolist()
+    def _each_channel_range(self, channels, work, size):
+        """work(c0, c1) for contiguous channel ranges covering range(channels), one per thread
+        (one range in all below MIN_SPLIT multiply-adds: `size` outputs times the kernel taps)."""
+        parts = min(self.threads, channels) if size * self.kernel[0] * self.kernel[1] >= MIN_SPLIT else 1
+        bounds = np.linspace(0, channels, parts + 1).round().astype(int).tolist()
         ends = dict(zip(bounds[:-1], bounds[1:]))
         self._each_block(list(ends), lambda start: work(start, ends[start]))
 
@@ -84,7 +89,7 @@ class Depthwise:
         self._bottoms[key] = x
         arrays = (k.ptr(x), k.ptr(weights), None if bias is None else k.ptr(bias), k.ptr(out))
         geometry = self._geometry(x.shape, out.shape[2:])
-        self._each_channel_range(x.shape[1], lambda c0, c1: k.depthwise_forward(*arrays, *geometry, c0, c1))
+        self._each_channel_range(x.shape[1], lambda c0, c1: k.depthwise_forward(*arrays, *geometry, c0, c1), out.size)
 
     def _backward_compiled(self, dy, weights, weight_diff, bias_diff, dx, key):
         k, x = self.kernels, self._bottoms[key]
@@ -99,7 +104,7 @@ class Depthwise:
             spare = np.empty(x.shape[3], np.float32)
             k.depthwise_backward(*arrays, k.ptr(acc, accel.FLOAT64), k.ptr(spare), *geometry, c0, c1)
 
-        self._each_channel_range(x.shape[1], channels)
+        self._each_channel_range(x.shape[1], channels, dy.size)
 
     def _buffer(self, name, shape, zero=False):
         """A float32 work array kept between calls (fresh arrays cost page faults on every pass)."""
