@@ -22,6 +22,10 @@ GEOMETRIES = [
     ("num_output: 4 group: 4 kernel_size: 3 stride: 3", (2, 4, 11, 101), (3, 3), (0, 0), (1, 1)),
     ("num_output: 6 group: 6 kernel_size: 1 stride: 2", (2, 6, 8, 8), (2, 2), (0, 0), (1, 1)),
     ("num_output: 3 group: 3 kernel_size: 3 pad: 2 bias_term: false", (2, 3, 5, 36), (1, 1), (2, 2), (1, 1)),
+    ("num_output: 4 group: 4 kernel_size: 3 pad: 2 dilation: 2", (1, 4, 7, 37), (1, 1), (2, 2), (2, 2)),
+    ("num_output: 4 group: 4 kernel_size: 3 pad: 2 dilation: 2", (1, 4, 7, 9), (1, 1), (2, 2), (2, 2)),
+    ("num_output: 4 group: 2 kernel_size: 3 pad: 1 stride_h: 2 stride_w: 1", (2, 2, 7, 35), (2, 1), (1, 1), (1, 1)),
+    ("num_output: 2 group: 2 kernel_size: 3 pad: 1", (2, 2, 3, 3), (1, 1), (1, 1), (1, 1)),
 ]
 
 
