@@ -73,3 +73,19 @@ def test_compiled_pooling_matches_numpy(monkeypatch, text, shape):
         results[env] = (top[0].data.copy(), top[1].data.copy(), bottom[0].diff.copy())
     for compiled, plain in zip(results["1"], results["0"]):
         np.testing.assert_array_equal(compiled, plain)
+
+
+def test_unwritable_cache_falls_back_to_a_temporary_folder(monkeypatch, tmp_path):
+    if accel._compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv(accel.ENV, "1")
+    monkeypatch.setenv("SIAMESE_CACHE_DIR", str(blocked / "cache"))  # cannot be created
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    k = accel.kernels()
+    assert k is not None and str(tmp_path / "tmp") in str(k.path), accel.status()
