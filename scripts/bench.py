@@ -252,6 +252,9 @@ def run(args):
     results["numpy"] = np.__version__
     results["blas"] = f"{blas}, kernel {kernel}, {blas_threads or '?'} threads"
     results["OPENBLAS_CORETYPE"] = os.environ.get("OPENBLAS_CORETYPE", "(unset)")
+    from siamese_cli import accel
+
+    results["kernels"] = accel.status()
     peak = matmul_peak(512 if args.quick else 2048)
     results["matmul_peak_gflops"] = peak
 
@@ -344,6 +347,8 @@ def report(results, out=sys.stdout):
     line("numpy", results["numpy"])
     line("blas", results["blas"])
     line("OPENBLAS_CORETYPE", results["OPENBLAS_CORETYPE"])
+    if "kernels" in results:
+        line("kernels", results["kernels"])
     line("matmul peak", f"{results['matmul_peak_gflops']:.1f} GFLOP/s (float32)")
     line("create-db", f"{results['create_db_pairs']} pairs in {results['create_db_s']:.2f} s")
     line("work per iteration", f"{results['gflop_per_iteration']:.3f} GFLOP (Convolution and InnerProduct)")

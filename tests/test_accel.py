@@ -33,3 +33,59 @@ def test_builds_into_the_cache_and_pools(monkeypatch, tmp_path):
     assert out.ravel().tolist() == [3, -1] and mask.ravel().tolist() == [1, 0]  # the first maximum wins
     with pytest.raises(ValueError):
         k.ptr(x[:, :, :, ::-1])
+
+
+@pytest.mark.parametrize("text, shape", [
+    ("kernel_size: 2 stride: 2", (64, 20, 24, 24)),          # LeNet's pool1: the 2x2 kernel
+    ("kernel_size: 2 stride: 2", (3, 4, 9, 17)),             # odd sizes: Caffe's ceil windows, the generic loop
+    ("kernel_size: 3 stride: 2", (2, 8, 27, 27)),            # AlexNet-style overlapping windows
+    ("kernel_size: 3 stride: 1 pad: 1", (2, 5, 14, 14)),     # GoogLeNet-style padded windows
+])
+def test_compiled_pooling_matches_numpy(monkeypatch, text, shape):
+    """Same tops, masks and bottom gradients on both paths; many ties (values from a small set)."""
+    from google.protobuf import text_format
+
+    from siamese_cli.blob import Blob
+    from siamese_cli.layers import layer_class
+    from siamese_cli.proto import caffe_pb2
+
+    if accel._compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 4, shape).astype(np.float32)
+    dy = None
+    results = {}
+    for env in ("1", "0"):
+        monkeypatch.setenv(accel.ENV, env)
+        param = caffe_pb2.LayerParameter(name="pool", type="Pooling")
+        text_format.Merge(f"pooling_param {{ {text} }}", param)
+        layer = layer_class("Pooling")(param)
+        bottom, top = [Blob(shape)], [Blob(), Blob()]
+        bottom[0].data[...] = x
+        layer.setup(bottom, top)
+        layer.reshape(bottom, top)
+        assert layer.compiled == (env == "1")
+        layer.forward(bottom, top)
+        if dy is None:
+            dy = rng.standard_normal(top[0].shape).astype(np.float32)
+        top[0].diff[...] = dy
+        layer.backward(top, [True], bottom)
+        results[env] = (top[0].data.copy(), top[1].data.copy(), bottom[0].diff.copy())
+    for compiled, plain in zip(results["1"], results["0"]):
+        np.testing.assert_array_equal(compiled, plain)
+
+
+def test_unwritable_cache_falls_back_to_a_temporary_folder(monkeypatch, tmp_path):
+    if accel._compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv(accel.ENV, "1")
+    monkeypatch.setenv("SIAMESE_CACHE_DIR", str(blocked / "cache"))  # cannot be created
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    k = accel.kernels()
+    assert k is not None and str(tmp_path / "tmp") in str(k.path), accel.status()

@@ -245,8 +245,15 @@ def test_loop_logs_caffe_lines_and_snapshots(tmp_path):
     assert "Iteration 2, lr = 0.1" in text
     assert f"Snapshotting to binary proto file {tmp_path}/tiny_iter_2.caffemodel" in text
     assert f"Snapshotting solver state to binary proto file {tmp_path}/tiny_iter_4.solverstate" in text
-    assert log.lines[-1] == "Optimization Done."
+    assert log.lines[-2] == "Optimization Done."
     assert text.count("Testing net") == 3  # iterations 0, 2 and 4
+    # The closing line splits the wall time: training, the 3 test passes, the 2 snapshot pairs.
+    spent = re.fullmatch(r"Time: ([\d.]+) s in all: training ([\d.]+) s, testing ([\d.]+) s \(3 passes\), "
+                         r"snapshots ([\d.]+) s \(2\)", log.lines[-1])
+    assert spent, log.lines[-1]
+    total, training, testing, saving = map(float, spent.groups())
+    assert abs(total - training - testing - saving) <= 0.15
+    assert solver.spent["testing"][0] > 0 and solver.spent["snapshots"][0] > 0
     state = caffe_pb2.SolverState()
     state.ParseFromString((tmp_path / "tiny_iter_4.solverstate").read_bytes())
     assert state.iter == 4 and state.learned_net == f"{tmp_path}/tiny_iter_4.caffemodel"

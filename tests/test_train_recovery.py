@@ -160,7 +160,8 @@ def test_interrupted_test_pass_logs_test_interrupted_and_nothing_else(tmp_path):
 
     net.forward_loss = forward_then_ctrl_c
     solver.solve(handle_signals=False)
-    assert log.lines[-2:] == ["Test interrupted.", "Optimization stopped early."]
+    assert log.lines[-3:-1] == ["Test interrupted.", "Optimization stopped early."]
+    assert log.lines[-1].startswith("Time: ")
     assert not any("Test net output" in line or "Test loss" in line for line in log.lines)
     assert (tmp_path / "run.csv").read_text() == "phase,iter,name,value\n"
     assert solver.iter == 0 and len(calls) == 2
@@ -206,7 +207,7 @@ def test_snapshot_after_train_false_keeps_caffes_meaning_unless_snapshot_on_stop
     solver = make(tmp_path, "snapshot_after_train: false\nmax_iter: 100", log=log, snapshot_on_stop=on_stop)
     stop_after(solver, 3)
     solver.solve(handle_signals=False)
-    assert solver.iter == 3 and log.lines[-1] == "Optimization stopped early."
+    assert solver.iter == 3 and log.lines[-2] == "Optimization stopped early."
     assert pairs(tmp_path) == (["t_iter_3.caffemodel", "t_iter_3.solverstate"] if on_stop else [])
 
 

@@ -107,13 +107,21 @@ def _load(folder, compiler):
     for path in SOURCES:
         digest.update(path.read_bytes())
     digest.update(" ".join([compiler, *FLAGS, _cpu_signature(), platform.machine()]).encode())
-    target = Path(folder) / f"kernels-{digest.hexdigest()[:16]}.so"
-    try:
-        if not target.exists():
-            _build(compiler, target)
-        return Kernels(target), f"compiled kernels ({target})"
-    except (OSError, AttributeError) as exc:
-        return None, f"numpy only (the compiled kernels could not be built with {compiler}: {exc})"
+    name = f"kernels-{digest.hexdigest()[:16]}.so"
+    # An unwritable cache folder (a read-only home) falls back to a per-user temporary folder.
+    folders = [Path(folder), Path(tempfile.gettempdir()) / f"siamese-{os.getuid() if hasattr(os, 'getuid') else 0}"]
+    problem = None
+    for place in folders:
+        target = place / name
+        try:
+            if not target.exists():
+                _build(compiler, target)
+            return Kernels(target), f"compiled kernels ({target})"
+        except (OSError, AttributeError) as exc:
+            problem = exc
+            if isinstance(exc, OSError) and not isinstance(exc, PermissionError) and place.is_dir():
+                break  # the folder was writable: the compiler itself failed, another folder will not help
+    return None, f"numpy only (the compiled kernels could not be built with {compiler}: {problem})"
 
 
 def kernels():

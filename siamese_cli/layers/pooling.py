@@ -12,6 +12,9 @@ from ._geometry import pool_geometry, pool_out_size
 from .base import Layer
 
 _MAX, _AVE, _STOCHASTIC = 0, 1, 2
+#: Output rows shorter than this stay on the numpy path: the compiled loops run along a row,
+#: and for rows of a few values their start-up costs more than numpy's whole-array passes.
+COMPILED_MIN_ROW = 8
 
 
 class Pooling(Layer):
@@ -67,7 +70,8 @@ class Pooling(Layer):
             self._lower_rows = np.empty(self.top_shape, np.float32)
             self._right = np.empty((n, c, h, ow), bool)
             self._lower = np.empty(self.top_shape, bool)
-        if self.kernels is not None:
+        self.compiled = self.kernels is not None and ow >= COMPILED_MIN_ROW
+        if self.compiled:
             self.mask = np.zeros(self.top_shape, np.int32)
             for blob in top:
                 blob.reshape(self.top_shape)
@@ -118,7 +122,7 @@ class Pooling(Layer):
 
     def forward(self, bottom, top):
         x, out = bottom[0].data, top[0].data
-        if self.kernels is not None:
+        if self.compiled:
             k = self.kernels
             k.max_pool_forward(k.ptr(np.ascontiguousarray(x)), k.ptr(out), k.ptr(self.mask, accel.INT32),
                                *self._geometry_args())
@@ -221,7 +225,7 @@ class Pooling(Layer):
         if not propagate_down[0]:
             return
         dy, dx = top[0].diff, bottom[0].diff
-        if self.kernels is not None:
+        if self.compiled:
             k = self.kernels
             target = dx if dx.flags.c_contiguous else np.empty(dx.shape, np.float32)
             k.max_pool_backward(k.ptr(np.ascontiguousarray(dy)), k.ptr(self.mask, accel.INT32), k.ptr(target),

@@ -71,6 +71,14 @@ class Snapshots:
 
     def snapshot(self):
         """Write the pair for the current iteration; returns (model path, state path)."""
+        started = time.perf_counter()
+        try:
+            return self._write_snapshot()
+        finally:
+            self.spent["snapshots"][0] += time.perf_counter() - started
+            self.spent["snapshots"][1] += 1
+
+    def _write_snapshot(self):
         if not self.allow_nan:
             error = non_finite_weights(self.net, self.iter, self.last_snapshot)
             if error is not None:

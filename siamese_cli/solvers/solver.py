@@ -53,6 +53,7 @@ class Solver(Snapshots):
         self.requested = None  # "snapshot", "stop" or None, set by signal handlers
         self.stop_signal = None  # the signal that asked for the stop, if any
         self.last_snapshot = None  # the newest complete .solverstate written or resumed from
+        self.spent = {"testing": [0.0, 0], "snapshots": [0.0, 0]}  # seconds and count, for the closing Time line
         seed = param.random_seed if seed is None and param.random_seed >= 0 else seed
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**31))
@@ -138,10 +139,11 @@ class Solver(Snapshots):
             self.train_log.open()
         self.log(f"Solving {self.net.name}")
         self.log(f"Learning Rate Policy: {p.lr_policy}")
-        start_iter = self.iter
+        start_iter, started = self.iter, time.perf_counter()
         try:
             with SignalRequests(self) if handle_signals else nullcontext():
                 self._solve(start_iter)
+            self.log(self.time_line(time.perf_counter() - started))
         finally:
             self.log.progress = None
             try:
@@ -236,11 +238,20 @@ class Solver(Snapshots):
                 self.log(f"    {kind} net output #{index}: {output_line(name, value, weight)}")
                 index += 1
 
+    def time_line(self, total):
+        """Where the wall time of a solve went: training (everything else), test passes, snapshots."""
+        (testing, passes), (saving, saves) = self.spent["testing"], self.spent["snapshots"]
+        return (f"Time: {total:.1f} s in all: training {total - testing - saving:.1f} s, testing {testing:.1f} s "
+                f"({passes} passes), snapshots {saving:.1f} s ({saves})")
+
     def test_all(self):
+        started = time.perf_counter()
         for k in range(len(self.test_nets)):
             if self.requested == "stop":
                 break
             self.test(k)
+        self.spent["testing"][0] += time.perf_counter() - started
+        self.spent["testing"][1] += len(self.test_nets)
 
     def test(self, k=0):
         """Run test_iter[k] batches of test net k; log the mean of each output. Returns {name: mean}.
