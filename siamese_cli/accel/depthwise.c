@@ -1,19 +1,22 @@
 /* Depthwise convolution (group == channels) over NCHW float32 arrays, one pass over memory.
  *
  * Input channel c feeds output channels c * m ... c * m + m - 1 (m = num_output / group), each
- * with its own kh x kw filter. Every output row is accumulated in place (it stays in L1) offset by
- * offset: for kernel offset (i, j) the output columns whose input column falls inside the image
- * form one range, computed up front, so the padding is skipped rather than read from a padded copy
- * and the inner loops are branch-free runs that the compiler vectorises.
+ * with its own kh x kw filter. A plane is worked through row by row while its rows are in cache:
+ * for kernel offset (i, j) the output columns whose input column falls inside the image form one
+ * range, computed once per call, so the padding is skipped rather than read from a padded copy of
+ * the input, and the inner loops are branch-free runs that the compiler vectorises. 3 x 3 kernels
+ * at stride 1 (MobileNet's) keep an output's nine products in a register; planes with short rows
+ * go through a small zero-bordered tile instead (below).
  *
- * Rounding: each output is 0, plus x * w for the offsets in row-major order (multiply, then add:
- * contraction is off), plus the bias, which is the order of the numpy path; the zeros numpy adds
- * for the padding do not change a sum (up to the sign of an exact zero). The bottom gradient is
- * added up offset by offset in the same order as numpy's, and for m > 1 the m output channels of
- * an input channel are added in channel order, as numpy's sum over the repeated axis does. The
- * weight and bias gradients are sums over the batch and the image in another order than numpy's
- * pairwise float32 sums: here exact products added in double and rounded once, so they agree with
- * numpy's to float32 tolerance (and are the more accurate of the two).
+ * Rounding: each output is x * w for the first kernel offset, plus x * w for the next ones in
+ * row-major order (multiply, then add: contraction is off), plus the bias: the numpy path's order.
+ * Where the padding is skipped, the zeros numpy adds for it are missing, which changes no sum (up
+ * to the sign of an exact zero). The bottom gradient is added up offset by offset in numpy's
+ * order, and for m > 1 the m output channels of an input channel are added in channel order, as
+ * numpy's sum over the repeated axis does. The weight and bias gradients are sums over the batch
+ * and the image in another order than numpy's pairwise float32 sums: here exact products added in
+ * double and rounded once, so they agree with numpy's to float32 tolerance (and are the more
+ * accurate of the two).
  *
  * Each call handles the input channels [c0, c1) of every image, so threads given disjoint channel
  * ranges write disjoint outputs and each weight's gradient is summed by one thread, in one order,
@@ -160,12 +163,13 @@ static void forward_plane(const Geometry *g, const float *restrict x, const floa
     Geometry g = {H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, first_, last_, 0, 0};                     \
     column_ranges(&g);
 
-/* Small images (short output rows), equal strides s: the plane is copied into a zero-bordered tile
- * (hp x wp, in L1) and every kernel offset is one flat run over the whole plane, as numpy's path
- * does it: output (y, v) is computed at position q = y * wp + v of a pitched buffer and offset (i, j)
- * reads tile[s * q + i * dh * wp + j * dw]; the columns past OW are computed and dropped. A row of
- * 7 or 14 outputs is too short for the vector units, a run over the plane is not. Identical sums:
- * the tile's zeros are numpy's padding. */
+/* Small images (output rows under SHORT_ROW), equal strides s: the plane is copied into a
+ * zero-bordered tile (hp x wp floats, in L1) and every kernel offset is one flat run over the whole
+ * plane, as numpy's path does it: output (y, v) is computed at position q = y * wp + v of a pitched
+ * buffer and offset (i, j) reads tile[s * q + i * dh * wp + j * dw]; the columns past OW are
+ * computed and dropped. A row of 7 or 14 outputs is too short for the vector units, a run over the
+ * plane is not. Identical sums: the tile's zeros are numpy's padding. (At stride 2, splitting the
+ * tile into stride phases, as numpy's path does, measured slower here than the strided reads.) */
 #define SHORT_ROW 32
 #define TILE_FLOATS 65536
 
