@@ -44,7 +44,7 @@ class Depthwise:
         self._inputs = {}  # bottom index -> its padded input, kept for backward
         self._buffers = {}
         self.kernels = accel.kernels()
-        self._bottoms = {}  # compiled path: bottom index -> the bottom itself, which backward reads
+        self._bottoms = {}  # compiled path: bottom index -> the bottom itself, read again by backward as Caffe does
 
     def _each_block(self, starts, work):
         """work(start) for every block start, in contiguous runs of blocks, one run per thread."""
