@@ -187,8 +187,23 @@ static Tile tile_shape(const Geometry *g)
     return t;
 }
 
-#define FLAT_RUN(STRIDE, FIRST)                                                                     \
-    for (long q = 0; q < t->run; ++q) acc[q] = FIRST in[q * (STRIDE)] * w;
+/* acc[q] = in[q * s] * w (the first offset) or acc[q] + in[q * s] * w (the others), q < run. */
+#define FLAT_RUN(STRIDE)                                                                            \
+    if (first)                                                                                      \
+        for (long q = 0; q < t->run; ++q) acc[q] = in[q * (STRIDE)] * w;                            \
+    else                                                                                            \
+        for (long q = 0; q < t->run; ++q) acc[q] = acc[q] + in[q * (STRIDE)] * w;
+
+static void flat_run(const Tile *t, float *restrict acc, const float *restrict in, float w, long stride, int first)
+{
+    if (stride == 1) {
+        FLAT_RUN(1)
+    } else if (stride == 2) {
+        FLAT_RUN(2)
+    } else {
+        FLAT_RUN(stride)
+    }
+}
 
 static void forward_plane_tiled(const Geometry *g, const Tile *t, float *restrict tile, float *restrict acc,
                                 const float *restrict x, const float *restrict wt, const float *bias,
@@ -199,17 +214,11 @@ static void forward_plane_tiled(const Geometry *g, const Tile *t, float *restric
     if (g->kh == 3 && g->kw == 3 && g->sw == 1) {
         long step = g->dh * t->wp;
         run_3x3(tile, tile + step, tile + 2 * step, 0, g->dw, 2 * g->dw, wt, -0.0f, acc, 0, t->run);
-    } else
-    for (long i = 0; i < g->kh; ++i)
-        for (long j = 0; j < g->kw; ++j) {
-            const float *in = tile + i * g->dh * t->wp + j * g->dw;
-            float w = wt[i * g->kw + j];
-            if (i == 0 && j == 0) {
-                if (g->sw == 1) { FLAT_RUN(1, ) } else if (g->sw == 2) { FLAT_RUN(2, ) } else { FLAT_RUN(g->sw, ) }
-            } else {
-                if (g->sw == 1) { FLAT_RUN(1, acc[q] +) } else if (g->sw == 2) { FLAT_RUN(2, acc[q] +) } else { FLAT_RUN(g->sw, acc[q] +) }
-            }
-        }
+    } else {
+        for (long i = 0; i < g->kh; ++i)
+            for (long j = 0; j < g->kw; ++j)
+                flat_run(t, acc, tile + i * g->dh * t->wp + j * g->dw, wt[i * g->kw + j], g->sw, i == 0 && j == 0);
+    }
     for (long y = 0; y < g->OH; ++y) {
         const float *row = acc + y * t->wp;
         float *target = out + y * g->OW;
@@ -302,7 +311,8 @@ void depthwise_backward(const float *x, const float *dy, const float *weight, fl
 {
     GEOMETRY(geometry)
     long taps = kh * kw, O = C * m;
-    for (long v = 0; v < m * (taps + 1) * OW; ++v) acc[v] = 0.0; /* per output channel: a row per tap, one for the bias */
+    /* per output channel: a row of OW sums per kernel offset, and one for the bias */
+    for (long v = 0; v < m * (taps + 1) * OW; ++v) acc[v] = 0.0;
     for (long c = c0; c < c1; ++c) {
         for (long n = 0; n < N; ++n) {
             const float *plane = x + (n * C + c) * H * W;
