@@ -36,7 +36,9 @@ def test_builds_into_the_cache_and_pools(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("text, shape", [
-    ("kernel_size: 2 stride: 2", (64, 20, 24, 24)),          # LeNet's pool1: the 2x2 kernel
+    ("kernel_size: 2 stride: 2", (64, 20, 24, 24)),          # LeNet's pool1: the 2x2 tiles kernel
+    ("kernel_size: 2 stride: 2", (5, 50, 8, 8)),             # LeNet's pool2: rows of 4 outputs
+    ("kernel_size: 2 stride: 2", (1, 3, 2, 2)),              # one tile per plane
     ("kernel_size: 2 stride: 2", (3, 4, 9, 17)),             # odd sizes: Caffe's ceil windows, the generic loop
     ("kernel_size: 3 stride: 2", (2, 8, 27, 27)),            # AlexNet-style overlapping windows
     ("kernel_size: 3 stride: 1 pad: 1", (2, 5, 14, 14)),     # GoogLeNet-style padded windows
@@ -64,7 +66,7 @@ def test_compiled_pooling_matches_numpy(monkeypatch, text, shape):
         bottom[0].data[...] = x
         layer.setup(bottom, top)
         layer.reshape(bottom, top)
-        assert layer.compiled == (env == "1")
+        assert bool(layer.compiled) == (env == "1")
         layer.forward(bottom, top)
         if dy is None:
             dy = rng.standard_normal(top[0].shape).astype(np.float32)
@@ -89,3 +91,32 @@ def test_unwritable_cache_falls_back_to_a_temporary_folder(monkeypatch, tmp_path
     monkeypatch.setattr(tempfile, "tempdir", None)
     k = accel.kernels()
     assert k is not None and str(tmp_path / "tmp") in str(k.path), accel.status()
+
+
+@pytest.mark.parametrize("text", ["kernel_size: 2 stride: 2", "kernel_size: 3 stride: 2"])
+def test_compiled_pooling_propagates_nan(monkeypatch, text):
+    """A NaN anywhere in a window makes that output NaN (numpy's maximum), whatever its position."""
+    from google.protobuf import text_format
+
+    from siamese_cli.blob import Blob
+    from siamese_cli.layers import layer_class
+    from siamese_cli.proto import caffe_pb2
+
+    if accel._compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    monkeypatch.setenv(accel.ENV, "1")
+    from siamese_cli.layers import pooling
+
+    monkeypatch.setattr(pooling, "COMPILED_MIN_ROW", 1)
+    for position in range(4):
+        param = caffe_pb2.LayerParameter(name="pool", type="Pooling")
+        text_format.Merge(f"pooling_param {{ {text} }}", param)
+        layer = layer_class("Pooling")(param)
+        bottom, top = [Blob((1, 1, 4, 4))], [Blob()]
+        bottom[0].data[...] = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+        bottom[0].data[0, 0, position // 2, position % 2] = np.nan
+        layer.setup(bottom, top)
+        layer.reshape(bottom, top)
+        assert layer.compiled
+        layer.forward(bottom, top)
+        assert np.isnan(top[0].data[0, 0, 0, 0]) and not np.isnan(top[0].data).all()

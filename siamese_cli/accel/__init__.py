@@ -25,12 +25,15 @@ FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-t
 
 _f32 = ctypes.POINTER(ctypes.c_float)
 _i32 = INT32 = ctypes.POINTER(ctypes.c_int32)
+_u8 = UINT8 = ctypes.POINTER(ctypes.c_uint8)
 _f64 = FLOAT64 = ctypes.POINTER(ctypes.c_double)
 _int = ctypes.c_long
 #: Every exported kernel and its argument types; the C side takes plain pointers and sizes.
 SIGNATURES = {
     "max_pool_forward": [_f32, _f32, _i32] + [_int] * 11,
     "max_pool_backward": [_f32, _i32, _f32] + [_int] * 5,
+    "max_pool_2x2_forward": [_f32, _f32, _i32, _int, _int],  # pool2x2.c: rows = planes * OH, and W
+    "max_pool_2x2_backward": [_f32, _i32, _f32, _int, _int],
     # depthwise.c: arrays, then N, C, m, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw and the channel range c0, c1
     "depthwise_forward": [_f32] * 4 + [_int] * 17,
     "depthwise_backward": [_f32] * 6 + [_f64, _f32] + [_int] * 17,

@@ -3,7 +3,8 @@
 Windows are visited offset by offset in row-major order: MAX keeps the first maximum of each
 window as Caffe does, and AVE adds in Caffe's order (bit-identical sums).
 The argmax is kept as the window offset in a small integer array, not as an input-sized mask.
-With the compiled kernels (siamese_cli.accel), MAX runs as one pass in C with Caffe's int mask.
+With the compiled kernels (siamese_cli.accel), MAX runs in C: 2x2 tiles in two vectorised passes,
+other windows in one pass with Caffe's flat-index mask.
 """
 import numpy as np
 
@@ -63,6 +64,15 @@ class Pooling(Layer):
         self._padded = None
         self._grad = None
         self.pairwise = self.method == _MAX and self.tiled and (kh, kw) == (2, 2)
+        # Compiled: "tiles" (2x2 tiles; argmax = window offset, as the numpy path keeps it) or "windows"
+        # (any MAX geometry; Caffe's flat-index mask).
+        self.compiled = None
+        if self.kernels is not None and (self.pairwise or ow >= COMPILED_MIN_ROW):
+            self.compiled = "tiles" if self.pairwise else "windows"
+            self.argmax = np.zeros(self.top_shape, np.int32)
+            for blob in top:
+                blob.reshape(self.top_shape)
+            return
         if self.pairwise:
             self._even = np.empty((n, c, h, ow), np.float32)
             self._odd = np.empty((n, c, h, ow), np.float32)
@@ -70,12 +80,6 @@ class Pooling(Layer):
             self._lower_rows = np.empty(self.top_shape, np.float32)
             self._right = np.empty((n, c, h, ow), bool)
             self._lower = np.empty(self.top_shape, bool)
-        self.compiled = self.kernels is not None and ow >= COMPILED_MIN_ROW
-        if self.compiled:
-            self.mask = np.zeros(self.top_shape, np.int32)
-            for blob in top:
-                blob.reshape(self.top_shape)
-            return
         self.argmax = np.zeros(self.top_shape, np.uint8 if kh * kw <= 256 else np.int32)
         self._better = np.zeros(self.top_shape, bool)
         self._differs = np.zeros(self.top_shape, bool)
@@ -120,14 +124,22 @@ class Pooling(Layer):
         _, _, oh, ow = self.top_shape
         return (n * c, h, w, oh, ow) + tuple(self.window) + tuple(self.stride) + tuple(self.pad)
 
+    def _forward_compiled(self, x, top):
+        k, out = self.kernels, top[0].data
+        if self.compiled == "tiles":
+            n, c, oh, _ = self.top_shape
+            k.max_pool_2x2_forward(k.ptr(x), k.ptr(out), k.ptr(self.argmax, accel.INT32), n * c * oh, x.shape[3])
+            if len(top) > 1:
+                self._write_mask(top[1].data, x.shape[2:])
+            return
+        k.max_pool_forward(k.ptr(x), k.ptr(out), k.ptr(self.argmax, accel.INT32), *self._geometry_args())
+        if len(top) > 1:
+            np.copyto(top[1].data, self.argmax, casting="unsafe")
+
     def forward(self, bottom, top):
         x, out = bottom[0].data, top[0].data
         if self.compiled:
-            k = self.kernels
-            k.max_pool_forward(k.ptr(np.ascontiguousarray(x)), k.ptr(out), k.ptr(self.mask, accel.INT32),
-                               *self._geometry_args())
-            if len(top) > 1:
-                np.copyto(top[1].data, self.mask, casting="unsafe")
+            self._forward_compiled(np.ascontiguousarray(x), top)
             return
         if self.pairwise:
             self._forward_pairwise(x, out)
@@ -226,10 +238,14 @@ class Pooling(Layer):
             return
         dy, dx = top[0].diff, bottom[0].diff
         if self.compiled:
-            k = self.kernels
-            target = dx if dx.flags.c_contiguous else np.empty(dx.shape, np.float32)
-            k.max_pool_backward(k.ptr(np.ascontiguousarray(dy)), k.ptr(self.mask, accel.INT32), k.ptr(target),
-                                *self._geometry_args()[:5])
+            k, target = self.kernels, dx if dx.flags.c_contiguous else np.empty(dx.shape, np.float32)
+            if self.compiled == "tiles":
+                n, c, oh, _ = self.top_shape
+                k.max_pool_2x2_backward(k.ptr(np.ascontiguousarray(dy)), k.ptr(self.argmax, accel.INT32),
+                                        k.ptr(target), n * c * oh, dx.shape[3])
+            else:
+                k.max_pool_backward(k.ptr(np.ascontiguousarray(dy)), k.ptr(self.argmax, accel.INT32), k.ptr(target),
+                                    *self._geometry_args()[:5])
             if target is not dx:
                 np.copyto(dx, target)
             return
