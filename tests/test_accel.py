@@ -120,3 +120,28 @@ def test_compiled_pooling_propagates_nan(monkeypatch, text):
         assert layer.compiled
         layer.forward(bottom, top)
         assert np.isnan(top[0].data[0, 0, 0, 0]) and not np.isnan(top[0].data).all()
+
+
+@pytest.mark.parametrize("extra", ["momentum: 0.9\nweight_decay: 0.01", "momentum: 0.5", 'weight_decay: 0.2\nregularization_type: "L1"'])
+def test_compiled_sgd_step_equals_numpy_bit_for_bit(monkeypatch, extra):
+    """The one-pass SGD kernel: the same data, diff (the step) and history as numpy's six passes."""
+    from test_solver import SHAPES, _grads, solver_param
+
+    from siamese_cli.solvers import make_solver
+
+    if accel._compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    seq = [_grads(s, SHAPES) for s in range(4)]
+    results = {}
+    for env in ("1", "0"):
+        monkeypatch.setenv(accel.ENV, env)
+        solver = make_solver(solver_param(f'type: "SGD"\n{extra}'), log=lambda *a, **k: None)
+        params = solver.net.learnable_params
+        for grads in seq:
+            for p, g in zip(params, grads):
+                p.blob.diff[...] = g
+            solver.apply_update()
+            solver.iter += 1
+        results[env] = [a.copy() for p, h in zip(params, solver.history) for a in (p.blob.data, p.blob.diff, h)]
+    for compiled, plain in zip(results["1"], results["0"]):
+        np.testing.assert_array_equal(compiled, plain)

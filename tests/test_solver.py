@@ -102,7 +102,7 @@ def _grads(seed, solver_shapes):
 SHAPES = [(3, 3), (3,), (3, 3), (3,)]
 
 
-def test_sgd_momentum_weight_decay_and_lr_mult():
+def test_sgd_momentum_weight_decay_and_lr_mult(kernel_path):
     seq = [_grads(s, SHAPES) for s in range(3)]
     solver, start, end = _one_update("SGD", "momentum: 0.9\nweight_decay: 0.01", seq)
     mults = [(1, 1), (2, 0), (1, 1), (1, 1)]
@@ -116,7 +116,7 @@ def test_sgd_momentum_weight_decay_and_lr_mult():
         np.testing.assert_allclose(end[k], w, rtol=1e-5, atol=1e-6)
 
 
-def test_l1_regularization_uses_sign():
+def test_l1_regularization_uses_sign(kernel_path):
     seq = [_grads(7, SHAPES)]
     _, start, end = _one_update("SGD", 'weight_decay: 0.5\nregularization_type: "L1"', seq)
     np.testing.assert_allclose(end[0], start[0] - 0.1 * (seq[0][0] + 0.5 * np.sign(start[0])), rtol=1e-5, atol=1e-6)

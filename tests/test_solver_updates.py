@@ -57,7 +57,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("kind", list(CASES))
-def test_weight_decay_and_lr_mult_on_every_solver(kind):
+def test_weight_decay_and_lr_mult_on_every_solver(kind, kernel_path):
     extra, reference = CASES[kind]
     seq = [_grads(s, SHAPES) for s in range(3)]
     start, end = run_updates(kind, extra, seq)
@@ -69,7 +69,7 @@ def test_weight_decay_and_lr_mult_on_every_solver(kind):
         np.testing.assert_allclose(end[k], w, rtol=2e-4, atol=1e-6, err_msg=f"{kind}, blob {k}")
 
 
-def test_update_order_clip_then_normalise_then_regularise_then_lr_mult():
+def test_update_order_clip_then_normalise_then_regularise_then_lr_mult(kernel_path):
     """Caffe's ApplyUpdate: clip on the raw sum of the iter_size passes, divide by iter_size, add the decay, step.
 
     Clipping after the division would not clip (the norm is 3 before, 1.5 after, the threshold 2);

@@ -294,12 +294,16 @@ class Solver(Snapshots):
                 self.train_log.write("train", self.iter, "lr", rate)
         self.clip_gradients()
         params = self.net.learnable_params
+        done = []
         for index, param in enumerate(params):
             self.normalize(param)
-            self.regularize(param)
-            self.compute_update(index, param, f32(rate * f32(param.lr_mult)))
-        for param in params:
-            param.blob.data -= param.blob.diff
+            done.append(self.update_in_one_pass(index, param, f32(rate * f32(param.lr_mult))))
+            if not done[-1]:
+                self.regularize(param)
+                self.compute_update(index, param, f32(rate * f32(param.lr_mult)))
+        for param, updated in zip(params, done):
+            if not updated:
+                param.blob.data -= param.blob.diff
 
     def clip_gradients(self):
         threshold = self.param.clip_gradients
@@ -329,6 +333,10 @@ class Solver(Snapshots):
             param.blob.diff += decay * np.sign(param.blob.data)
         else:
             raise SiameseError(f'unknown regularization_type "{kind}" in the solver; use L2 or L1')
+
+    def update_in_one_pass(self, index, param, rate):
+        """Regularize, compute the update and apply it in one step, when a solver can (compiled kernels); else False."""
+        return False
 
     def compute_update(self, index, param, rate):
         """Replace param.blob.diff by the step to subtract from its data."""
