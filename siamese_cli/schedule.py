@@ -201,7 +201,11 @@ class BranchSchedule:
         net = self.net
         needs = net.layer_needs_backward
 
+        zero = {}  # id(lane) -> the private diffs that lane clears first, in its own thread
+
         def run(lane):
+            for diff in zero.get(id(lane), ()):
+                diff.fill(0)
             for i in reversed(lane):
                 if needs[i]:
                     net.backward_layer(i)
@@ -213,13 +217,16 @@ class BranchSchedule:
                     net.backward_layer(payload)
                 continue
             swapped = self._swap_in(s, payload)
+            zero.clear()
+            for k, entries in zip(reversed(range(len(payload) - 1)), swapped):
+                zero[id(payload[k])] = list({id(private): private.diff for _, _, _, private in entries}.values())
             try:
                 self._parallel(payload, run)
             finally:
                 self._swap_out(swapped)
 
     def _swap_in(self, s, lanes):
-        """Give every lane but the last zeroed private diffs for the param Blobs another lane also uses.
+        """Give every lane but the last private diffs (cleared by `backward`) for the param Blobs another lane also uses.
 
         Returns, per lane from the second-to-last down to the first, the (layer, index, shared, private)
         swaps made; their diffs are added back in that order.
@@ -239,9 +246,7 @@ class BranchSchedule:
                         private = self._private.setdefault((s, k, id(shared)), Blob((0,)))
                         if private.diff.shape != shared.diff.shape:
                             private.diff = np.zeros_like(shared.diff)
-                        else:
-                            private.diff.fill(0)
-                        private.data = shared.data
+                        private.data = shared.data  # its diff is cleared by its lane, in parallel
                         fresh[id(shared)] = private
                     layers[i].blobs[index] = private
                     entries.append((layers[i], index, shared, private))
