@@ -145,3 +145,29 @@ def test_compiled_sgd_step_equals_numpy_bit_for_bit(monkeypatch, extra):
         results[env] = [a.copy() for p, h in zip(params, solver.history) for a in (p.blob.data, p.blob.diff, h)]
     for compiled, plain in zip(results["1"], results["0"]):
         np.testing.assert_array_equal(compiled, plain)
+
+
+def test_a_compiler_refusing_march_native_builds_portable_code(monkeypatch, tmp_path):
+    compiler = accel._compiler()
+    if compiler is None:
+        pytest.skip("no C compiler on this machine")
+    wrapper = tmp_path / "picky-cc"
+    wrapper.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = "-march=native" ] && '
+                       '{ echo "picky-cc: error: -march=native is not supported" >&2; exit 1; }; done\n'
+                       f'exec {compiler} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv(accel.ENV, "1")
+    monkeypatch.setenv("SIAMESE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", str(wrapper))
+    assert accel.kernels() is not None, accel.status()
+
+
+def test_a_failing_compiler_is_named_with_its_error(monkeypatch, tmp_path):
+    wrapper = tmp_path / "broken-cc"
+    wrapper.write_text('#!/bin/sh\necho "broken-cc: error: no space left" >&2\necho "compilation terminated." >&2\nexit 1\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv(accel.ENV, "1")
+    monkeypatch.setenv("SIAMESE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", str(wrapper))
+    assert accel.kernels() is None
+    assert accel.status().endswith("broken-cc: error: no space left)"), accel.status()

@@ -94,3 +94,59 @@ def test_encoded_gray_png_forced_to_color_repeats_the_channel(tmp_path):
     bad = caffe_pb2.Datum(data=b"not a png", encoded=True).SerializeToString()
     with pytest.raises(SiameseError, match="db: record k: cannot decode the encoded image"):
         decode_datum(bad, b"k", "db")
+
+
+def _slow(records, shape):
+    """decode_batch's record-by-record path, written out here: each record parsed by protobuf."""
+    datums = [caffe_pb2.Datum.FromString(value) for _, value in records]
+    pixels = np.stack([np.frombuffer(d.data, np.uint8).reshape(shape) for d in datums])
+    return pixels, np.array([d.label for d in datums], np.float32)
+
+
+def test_uniform_batches_take_the_fast_path_with_the_same_result():
+    from siamese_cli.layers.data import _uniform_raw_batch, decode_batch
+
+    images = random_images(6, (2, 3, 4))
+    records = [(f"{k:08d}".encode(), uint8_datum(image, k % 2).SerializeToString()) for k, image in enumerate(images)]
+    fast = _uniform_raw_batch(records, (2, 3, 4))
+    assert fast is not None  # create-db's layout
+    data, labels = decode_batch(records, (2, 3, 4), "db")
+    expected = _slow(records, (2, 3, 4))
+    np.testing.assert_array_equal(data, expected[0])
+    np.testing.assert_array_equal(labels, expected[1])
+    assert data.dtype == np.uint8 and labels.dtype == np.float32 and data.flags.writeable
+
+
+@pytest.mark.parametrize("odd", ["label 200", "field order", "float_data", "other shape"])
+def test_any_other_layout_decodes_record_by_record(odd):
+    """A record that is not byte for byte in create-db's layout sends the batch down the checked path."""
+    from siamese_cli.layers.data import _uniform_raw_batch, decode_batch
+
+    images = random_images(4, (1, 2, 2))
+    datums = [uint8_datum(image, 1) for image in images]
+    if odd == "label 200":
+        datums[2].label = 200  # a two-byte varint
+        serialized = [d.SerializeToString() for d in datums]
+    elif odd == "field order":  # the label written before the pixels: the same Datum, other bytes
+        d = datums[1]
+        head = caffe_pb2.Datum(channels=1, height=2, width=2, label=1).SerializeToString()
+        serialized = [x.SerializeToString() for x in datums]
+        serialized[1] = head + caffe_pb2.Datum(data=d.data).SerializeToString()
+    elif odd == "float_data":
+        datums[3] = caffe_pb2.Datum(channels=1, height=2, width=2, float_data=[1, 2, 3, 4], label=1)
+        serialized = [d.SerializeToString() for d in datums]
+    else:
+        datums[0] = uint8_datum(random_images(1, (1, 1, 4))[0], 1)
+        serialized = [d.SerializeToString() for d in datums]
+    records = [(f"{k:08d}".encode(), value) for k, value in enumerate(serialized)]
+    assert _uniform_raw_batch(records, (1, 2, 2)) is None
+    if odd == "other shape":
+        with pytest.raises(SiameseError, match="record 00000000 is 1x1x4, the first record is 1x2x2"):
+            decode_batch(records, (1, 2, 2), "db")
+        return
+    data, labels = decode_batch(records, (1, 2, 2), "db")
+    parsed = [caffe_pb2.Datum.FromString(value) for value in serialized]
+    assert labels.tolist() == [float(d.label) for d in parsed]
+    for k, d in enumerate(parsed):
+        expected = np.asarray(d.float_data, np.float32) if d.float_data else np.frombuffer(d.data, np.uint8)
+        np.testing.assert_array_equal(data[k].ravel(), expected)

@@ -25,7 +25,6 @@ FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-t
 
 _f32 = ctypes.POINTER(ctypes.c_float)
 _i32 = INT32 = ctypes.POINTER(ctypes.c_int32)
-_u8 = UINT8 = ctypes.POINTER(ctypes.c_uint8)
 _f64 = FLOAT64 = ctypes.POINTER(ctypes.c_double)
 _int = ctypes.c_long
 #: Every exported kernel and its argument types; the C side takes plain pointers and sizes.
@@ -73,10 +72,15 @@ def _build(compiler, target):
     handle, temporary = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(handle)
     try:
-        result = subprocess.run([compiler, *FLAGS, "-o", temporary, *map(str, SOURCES), "-lm"],
-                                capture_output=True, text=True)
+        # -march=native first (the kernels vectorise for this CPU); a compiler that refuses it gets portable code.
+        for flags in (FLAGS, [flag for flag in FLAGS if flag != "-march=native"]):
+            result = subprocess.run([compiler, *flags, "-o", temporary, *map(str, SOURCES), "-lm"],
+                                    capture_output=True, text=True)
+            if not result.returncode:
+                break
         if result.returncode:
-            raise OSError((result.stderr.strip().splitlines() or ["failed"])[-1])
+            errors = [line for line in result.stderr.splitlines() if "error" in line] or result.stderr.splitlines()
+            raise OSError((errors or ["failed"])[0].strip())
         os.replace(temporary, target)
     finally:
         if os.path.exists(temporary):
