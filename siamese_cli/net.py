@@ -267,6 +267,8 @@ class Net:
             if layer_needs[i]:
                 under_loss.update(name for name, p in zip(lp.bottom, self.propagate_down[i]) if p)
         self.layer_needs_backward = layer_needs
+        for layer, need in zip(self.layers, layer_needs):
+            layer.needs_backward = bool(need)
 
     # ---- running ------------------------------------------------------------------
     def forward_layer(self, i):

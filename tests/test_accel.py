@@ -171,3 +171,59 @@ def test_a_failing_compiler_is_named_with_its_error(monkeypatch, tmp_path):
     monkeypatch.setenv("CC", str(wrapper))
     assert accel.kernels() is None
     assert accel.status().endswith("broken-cc: error: no space left)"), accel.status()
+
+
+@pytest.mark.parametrize("type_name, text, in_place", [
+    ("BatchNorm", "batch_norm_param { use_global_stats: true }", False),
+    ("BatchNorm", "batch_norm_param { use_global_stats: false }", True),
+    ("Scale", "scale_param { bias_term: true filler { type: 'gaussian' } bias_filler { type: 'gaussian' } }", True),
+    ("Scale", "scale_param { axis: 1 num_axes: 2 filler { type: 'gaussian' } }", False),
+])
+def test_compiled_channel_affine_equals_numpy_bit_for_bit(monkeypatch, type_name, text, in_place):
+    """BatchNorm's normalisation and Scale in one pass each: numpy's two roundings, the same bits."""
+    from siamese_cli.blob import Blob
+    from siamese_cli.layers import layer_class
+    from siamese_cli.proto import caffe_pb2
+    from google.protobuf import text_format
+
+    if accel._compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    x = np.random.default_rng(5).standard_normal((3, 4, 5, 6)).astype(np.float32) * 3 + 1
+    outputs = {}
+    for env in ("1", "0"):
+        monkeypatch.setenv(accel.ENV, env)
+        param = caffe_pb2.LayerParameter(name="l", type=type_name)
+        text_format.Merge(text, param)
+        layer = layer_class(type_name)(param, phase="TEST", rng=np.random.default_rng(0))
+        bottom = [Blob(x.shape)]
+        bottom[0].data[...] = x
+        top = bottom if in_place else [Blob()]
+        layer.setup(bottom, top)
+        if type_name == "BatchNorm":
+            layer.blobs[0].data[...] = np.arange(4) * 0.3
+            layer.blobs[1].data[...] = np.arange(1, 5) * 0.7
+            layer.blobs[2].data[...] = 2
+        assert (layer.kernels is not None) == (env == "1")
+        layer.reshape(bottom, top)
+        layer.forward(bottom, top)
+        outputs[env] = top[0].data.copy()
+    np.testing.assert_array_equal(outputs["1"], outputs["0"])
+
+
+def test_a_net_that_never_runs_backward_keeps_no_input_copies(tmp_path):
+    """needs_backward: an in-place Scale of a deploy net skips the input copy only backward would read."""
+    from siamese_cli.net import Net
+
+    net_text = ('input: "x" input_shape { dim: 2 dim: 3 dim: 4 dim: 4 }\n'
+                'layer { name: "s" type: "Scale" bottom: "x" top: "x" scale_param { bias_term: true } }\n')
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_text(net_text)
+    trained = tmp_path / "train.prototxt"
+    trained.write_text("force_backward: true\n" + net_text)
+    for path, keeps in ((deploy, False), (trained, True)):
+        net = Net(str(path), phase="TEST")
+        net.blobs["x"].data[...] = 1.5
+        net.forward()
+        layer = net.layer_dict["s"]
+        assert layer.needs_backward == keeps and (layer._input is not None) == keeps
+        np.testing.assert_array_equal(net.blobs["x"].data, 1.5)  # factor 1, bias 0

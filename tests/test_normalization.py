@@ -19,7 +19,7 @@ def data(*shape, scale=1.0, shift=0.0):
 
 # ---------------------------------------------------------------- BatchNorm
 
-def test_batch_norm_train_normalises_with_batch_statistics_and_accumulates():
+def test_batch_norm_train_normalises_with_batch_statistics_and_accumulates(kernel_path):
     x = data(4, 3, 2, 5, scale=2, shift=1)
     layer = make("BatchNorm", "batch_norm_param { moving_average_fraction: 0.9 eps: 0.001 }", phase="TRAIN")
     _, (top,) = run(layer, x)
@@ -38,7 +38,7 @@ def test_batch_norm_train_normalises_with_batch_statistics_and_accumulates():
     np.testing.assert_allclose(layer.blobs[1].data, 1.9 * var * m / (m - 1), rtol=1e-5)
 
 
-def test_batch_norm_test_phase_uses_stored_sums_divided_by_the_factor():
+def test_batch_norm_test_phase_uses_stored_sums_divided_by_the_factor(kernel_path):
     x = data(2, 3, 4)
     layer = make("BatchNorm")
     assert layer.frozen_params
@@ -64,12 +64,12 @@ def test_batch_norm_test_phase_uses_stored_sums_divided_by_the_factor():
 
 
 @pytest.mark.parametrize("shape", [(3, 2, 3, 2), (4, 3), (2, 2, 2, 2, 2)])
-def test_batch_norm_train_gradient(shape):
+def test_batch_norm_train_gradient(shape, kernel_path):
     layer = make("BatchNorm", "batch_norm_param { eps: 0.01 }", phase="TRAIN")
     check_gradients(layer, make_blobs(data(*shape, scale=2)), step=1e-3)
 
 
-def test_batch_norm_in_place_gradient_equals_separate_top():
+def test_batch_norm_in_place_gradient_equals_separate_top(kernel_path):
     x, dy = data(3, 2, 4), data(3, 2, 4)
     (separate, _), (in_place, _) = separate_and_in_place_gradients(lambda: make("BatchNorm", phase="TRAIN"), x, dy)
     np.testing.assert_allclose(separate, in_place, rtol=1e-6)
@@ -112,7 +112,7 @@ SCALE_CASES = [
 
 
 @pytest.mark.parametrize("text, shape, axis, operand_shape", SCALE_CASES)
-def test_scale_learned_factor_and_bias(text, shape, axis, operand_shape):
+def test_scale_learned_factor_and_bias(text, shape, axis, operand_shape, kernel_path):
     x = data(*shape)
     layer = make("Scale", f'scale_param {{ {text} bias_term: true filler {{ type: "gaussian" }} '
                           f'bias_filler {{ type: "gaussian" }} }}')
@@ -125,7 +125,7 @@ def test_scale_learned_factor_and_bias(text, shape, axis, operand_shape):
                                   f'bias_filler {{ type: "gaussian" }} }}'), make_blobs(x))
 
 
-def test_scale_defaults_to_a_factor_of_one_and_no_bias():
+def test_scale_defaults_to_a_factor_of_one_and_no_bias(kernel_path):
     x = data(2, 3, 2)
     layer = make("Scale")
     _, (top,) = run(layer, x)
@@ -135,7 +135,7 @@ def test_scale_defaults_to_a_factor_of_one_and_no_bias():
 
 
 @pytest.mark.parametrize("text, operand_shape, axis", [("", (3,), 1), ("axis: 0", (2, 3), 0), ("", (), 0)])
-def test_scale_by_a_second_bottom(text, operand_shape, axis):
+def test_scale_by_a_second_bottom(text, operand_shape, axis, kernel_path):
     x, factor = data(2, 3, 4), data(*operand_shape)
     layer = make("Scale", f"scale_param {{ {text} bias_term: true bias_filler {{ type: 'gaussian' }} }}")
     _, (top,) = run(layer, x, factor)
@@ -146,7 +146,7 @@ def test_scale_by_a_second_bottom(text, operand_shape, axis):
                     make_blobs(x, factor))
 
 
-def test_scale_in_place_gradient():
+def test_scale_in_place_gradient(kernel_path):
     x, dy = data(2, 3, 2), data(2, 3, 2)
     results = [(bottom, params[0]) for bottom, params in separate_and_in_place_gradients(
         lambda: make("Scale", "scale_param { filler { type: 'gaussian' } }"), x, dy)]

@@ -33,6 +33,7 @@ SIGNATURES = {
     "max_pool_backward": [_f32, _i32, _f32] + [_int] * 5,
     "max_pool_2x2_forward": [_f32, _f32, _i32, _int, _int],  # pool2x2.c: rows = planes * OH, and W
     "max_pool_2x2_backward": [_f32, _i32, _f32, _int, _int],
+    "channel_affine": [_f32] * 4 + [_int] * 3,  # affine.c: x, a, b, out, then outer, channels, inner
     "sgd_update": [_f32, _f32, _f32, _int, ctypes.c_float, ctypes.c_float, ctypes.c_float],  # sgd.c
     # depthwise.c: arrays, then N, C, m, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw and the channel range c0, c1
     "depthwise_forward": [_f32] * 4 + [_int] * 17,

@@ -16,6 +16,7 @@ class Layer:
     - `is_loss`: the first top defaults to loss_weight 1.
     - `no_gradient_bottoms`: indices of bottoms that take no gradient (labels).
     - `frozen_params`: the net gives every blob lr_mult 0 (BatchNorm's statistics, as Caffe forces).
+    The net sets `needs_backward` on each layer.
     """
 
     type = None
@@ -28,6 +29,9 @@ class Layer:
     is_loss = False
     no_gradient_bottoms = ()
     frozen_params = False
+    #: False when the net will never run this layer's backward pass (a TEST net, a deploy net), so that
+    #: forward may skip what only backward reads (a copy of an input a layer running in place overwrites).
+    needs_backward = True
 
     def allow_backward(self, index):
         """False for bottoms that never take a gradient (labels), even under force_backward."""

@@ -8,6 +8,7 @@ statistics, not parameters: the net gives them lr_mult 0, and a non-zero lr_mult
 """
 import numpy as np
 
+from .. import accel
 from ..blob import Blob
 from .base import Layer
 
@@ -31,6 +32,7 @@ class BatchNorm(Layer):
                 raise self.error(f"param {k} has lr_mult {spec.lr_mult:g}: BatchNorm's blobs are running statistics, "
                                  f"not learned; give lr_mult: 0 or no param at all")
         self._norm = self._std = None
+        self.kernels = accel.kernels()
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape
@@ -62,9 +64,14 @@ class BatchNorm(Layer):
         std = np.sqrt(variance + self.eps)
         out = self._grouped(top[0].data)
         inverse = np.float32(1) / std
-        # (x - mean) / std as one scaling and one shift
-        np.multiply(x, inverse[:, None], out=out)
-        out -= (mean * inverse)[:, None]
+        # (x - mean) / std as one scaling and one shift (subtracting equals adding the negated shift exactly)
+        if self.kernels is not None and x.flags.c_contiguous and out.flags.c_contiguous:
+            k = self.kernels
+            shift = -(mean * inverse)
+            k.channel_affine(k.ptr(x), k.ptr(inverse), k.ptr(shift), k.ptr(out), *x.shape)
+        else:
+            np.multiply(x, inverse[:, None], out=out)
+            out -= (mean * inverse)[:, None]
         self._std = std
         # Backward needs the normalised values; a later in-place layer may overwrite the top.
         self._norm = None if self.use_global_stats else out.copy()

@@ -6,6 +6,7 @@ starts at 1 unless a filler is given; `bias_term` adds a learned bias of the fac
 """
 import numpy as np
 
+from .. import accel
 from ..blob import Blob
 from ..fillers import fill
 from ..proto import caffe_pb2
@@ -32,6 +33,7 @@ class Scale(Layer):
         if self.bias_term:
             self.blobs.append(self._filled(p.bias_filler, shape))
         self._input = None
+        self.kernels = accel.kernels()
 
     def _filled(self, filler, shape):
         blob = Blob(shape)
@@ -51,16 +53,23 @@ class Scale(Layer):
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.layout)
         # The factor's gradient needs the input; in place it is about to be overwritten.
-        if top[0] is bottom[0]:
+        if top[0] is bottom[0] and self.needs_backward:
             if self._input is None or self._input.shape != x.shape:
                 self._input = np.empty(x.shape, np.float32)
             np.copyto(self._input, x)
         else:
             self._input = None
         out = top[0].data.reshape(self.layout)
-        np.multiply(x, self._factor(bottom).data.reshape(1, -1, 1), out=out)
-        if self.bias_term:
-            out += self.blobs[-1].data.reshape(1, -1, 1)
+        factor = self._factor(bottom).data.reshape(-1)
+        bias = self.blobs[-1].data.reshape(-1) if self.bias_term else None
+        if self.kernels is not None and x.flags.c_contiguous and out.flags.c_contiguous:
+            k = self.kernels
+            k.channel_affine(k.ptr(x), k.ptr(np.ascontiguousarray(factor)), None if bias is None else k.ptr(bias),
+                             k.ptr(out), *x.shape)
+            return
+        np.multiply(x, factor.reshape(1, -1, 1), out=out)
+        if bias is not None:
+            out += bias.reshape(1, -1, 1)
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff.reshape(self.layout)
