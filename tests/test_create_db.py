@@ -10,7 +10,8 @@ from siamese_cli.errors import SiameseError
 from siamese_cli.io import db as dbmod
 from siamese_cli.io.db import open_reader
 from siamese_cli.proto import caffe_pb2
-from siamese_cli.tools.create_db import create_example_dbs, create_pair_db, datum_header, draw_pairs
+from siamese_cli.io.datum_layout import datum_header
+from siamese_cli.tools.create_db import create_example_dbs, create_pair_db, draw_pairs
 
 
 def idx_bytes(array):

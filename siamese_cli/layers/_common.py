@@ -80,3 +80,19 @@ def check_loss_bottoms(layer, bottom):
     a, b = bottom[0].shape, bottom[1].shape
     if len(a) == 0 or len(b) == 0 or a[0] != b[0]:
         raise layer.error(f"bottoms {list(a)} and {list(b)} must have the same first dimension (the batch)")
+
+
+def channel_affine(kernels, x, scale, shift, out):
+    """out = x * scale[c] + shift[c] (shift may be None) over (outer, channels, inner) arrays.
+
+    One compiled pass when `kernels` is loaded and the arrays are dense, else numpy's multiply then
+    add: the same two roundings, so the same bits. BatchNorm's normalisation and Scale share it.
+    """
+    if kernels is not None and x.flags.c_contiguous and out.flags.c_contiguous:
+        kernels.channel_affine(kernels.ptr(x), kernels.ptr(np.ascontiguousarray(scale)),
+                               None if shift is None else kernels.ptr(np.ascontiguousarray(shift)),
+                               kernels.ptr(out), *x.shape)
+        return
+    np.multiply(x, scale.reshape(1, -1, 1), out=out)
+    if shift is not None:
+        out += shift.reshape(1, -1, 1)

@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import accel
 from ..blob import Blob
+from ._common import channel_affine
 from .base import Layer
 
 
@@ -64,14 +65,8 @@ class BatchNorm(Layer):
         std = np.sqrt(variance + self.eps)
         out = self._grouped(top[0].data)
         inverse = np.float32(1) / std
-        # (x - mean) / std as one scaling and one shift (subtracting equals adding the negated shift exactly)
-        if self.kernels is not None and x.flags.c_contiguous and out.flags.c_contiguous:
-            k = self.kernels
-            shift = -(mean * inverse)
-            k.channel_affine(k.ptr(x), k.ptr(inverse), k.ptr(shift), k.ptr(out), *x.shape)
-        else:
-            np.multiply(x, inverse[:, None], out=out)
-            out -= (mean * inverse)[:, None]
+        # (x - mean) / std as one scaling and one shift (adding the negated shift equals subtracting it exactly)
+        channel_affine(self.kernels, x, inverse, -(mean * inverse), out)
         self._std = std
         # Backward needs the normalised values; a later in-place layer may overwrite the top.
         self._norm = None if self.use_global_stats else out.copy()

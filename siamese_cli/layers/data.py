@@ -6,6 +6,7 @@ last, so a TEST net's passes continue where the previous one stopped, as in Caff
 import numpy as np
 
 from ..errors import SiameseError
+from ..io.datum_layout import LABEL_TAG, datum_header
 from ..io.db import backend_name, decode_datum, open_reader
 from ..io.transform import Transformer
 from ..proto import caffe_pb2
@@ -29,15 +30,6 @@ def _shape_text(shape):
     return "x".join(map(str, shape))
 
 
-def _varint(value):
-    out = bytearray()
-    while True:
-        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
-        value >>= 7
-        if not value:
-            return bytes(out)
-
-
 def _uniform_raw_batch(records, shape):
     """decode_batch's fast path, or None: raw uint8 Datums that are byte for byte laid out as
     `channels, height, width, data, label < 128` (what create-db and convert-imageset write).
@@ -48,14 +40,14 @@ def _uniform_raw_batch(records, shape):
     """
     channels, height, width = shape
     size = channels * height * width
-    head = caffe_pb2.Datum(channels=channels, height=height, width=width).SerializeToString() + b"\x22" + _varint(size)
-    length = len(head) + size + 2  # + the label field: tag 0x28 and a one-byte value
+    head = datum_header(channels, height, width)
+    length = len(head) + size + 2  # + the label field: its tag and a one-byte value
     values = [value for _, value in records]
     if not values or any(len(value) != length for value in values):
         return None
     rows = np.frombuffer(b"".join(values), np.uint8).reshape(len(values), length)
     label = rows[:, length - 2:]
-    if not ((rows[:, :len(head)] == np.frombuffer(head, np.uint8)).all() and (label[:, 0] == 0x28).all()
+    if not ((rows[:, :len(head)] == np.frombuffer(head, np.uint8)).all() and (label[:, 0] == LABEL_TAG).all()
             and (label[:, 1] < 0x80).all()):
         return None
     pixels = rows[:, len(head):len(head) + size].reshape((len(values),) + tuple(shape))

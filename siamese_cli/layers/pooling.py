@@ -239,13 +239,12 @@ class Pooling(Layer):
         dy, dx = top[0].diff, bottom[0].diff
         if self.compiled:
             k, target = self.kernels, dx if dx.flags.c_contiguous else np.empty(dx.shape, np.float32)
+            grad, argmax = k.ptr(np.ascontiguousarray(dy)), k.ptr(self.argmax, accel.INT32)
             if self.compiled == "tiles":
                 n, c, oh, _ = self.top_shape
-                k.max_pool_2x2_backward(k.ptr(np.ascontiguousarray(dy)), k.ptr(self.argmax, accel.INT32),
-                                        k.ptr(target), n * c * oh, dx.shape[3])
+                k.max_pool_2x2_backward(grad, argmax, k.ptr(target), n * c * oh, dx.shape[3])
             else:
-                k.max_pool_backward(k.ptr(np.ascontiguousarray(dy)), k.ptr(self.argmax, accel.INT32), k.ptr(target),
-                                    *self._geometry_args()[:5])
+                k.max_pool_backward(grad, argmax, k.ptr(target), *self._geometry_args()[:5])
             if target is not dx:
                 np.copyto(dx, target)
             return

@@ -10,6 +10,7 @@ from .. import accel
 from ..blob import Blob
 from ..fillers import fill
 from ..proto import caffe_pb2
+from ._common import channel_affine
 from .base import Layer
 from .bias import broadcast_layout, param_shape, sum_to_operand
 
@@ -60,16 +61,8 @@ class Scale(Layer):
         else:
             self._input = None
         out = top[0].data.reshape(self.layout)
-        factor = self._factor(bottom).data.reshape(-1)
         bias = self.blobs[-1].data.reshape(-1) if self.bias_term else None
-        if self.kernels is not None and x.flags.c_contiguous and out.flags.c_contiguous:
-            k = self.kernels
-            k.channel_affine(k.ptr(x), k.ptr(np.ascontiguousarray(factor)), None if bias is None else k.ptr(bias),
-                             k.ptr(out), *x.shape)
-            return
-        np.multiply(x, factor.reshape(1, -1, 1), out=out)
-        if bias is not None:
-            out += bias.reshape(1, -1, 1)
+        channel_affine(self.kernels, x, self._factor(bottom).data.reshape(-1), bias, out)
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff.reshape(self.layout)

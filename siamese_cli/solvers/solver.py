@@ -297,10 +297,11 @@ class Solver(Snapshots):
         done = []
         for index, param in enumerate(params):
             self.normalize(param)
-            done.append(self.update_in_one_pass(index, param, f32(rate * f32(param.lr_mult))))
+            local_rate = f32(rate * f32(param.lr_mult))
+            done.append(self.update_in_one_pass(index, param, local_rate))
             if not done[-1]:
                 self.regularize(param)
-                self.compute_update(index, param, f32(rate * f32(param.lr_mult)))
+                self.compute_update(index, param, local_rate)
         for param, updated in zip(params, done):
             if not updated:
                 param.blob.data -= param.blob.diff

@@ -17,35 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SiameseError
+from ..io.datum_layout import LABEL_TAG, datum_header
 from ..io.db import Writer, backend_name, detect_backend
 from ..io.idx import read_images_labels
 from ..progress import Progress
 
 EXAMPLE_DIR = Path("examples") / "siamese"
 _BATCH = 1024
-_LABEL_TAG = 0x28  # Datum.label, field 5, varint
-
-
-def _varint(value):
-    out = bytearray()
-    while True:
-        low, value = value & 0x7F, value >> 7
-        out.append(low | 0x80 if value else low)
-        if not value:
-            return bytes(out)
-
-
-def datum_header(channels, height, width):
-    """The bytes a serialized Datum puts before its pixels: channels, height, width, then data's tag and length.
-
-    Protobuf writes fields in number order, so a record is this header, the pixels,
-    then the label (tag 0x28 and one byte for labels 0..127): byte for byte what
-    caffe_pb2.Datum(...).SerializeToString() gives, without a message object per record.
-    """
-    return (b"\x08" + _varint(channels) + b"\x10" + _varint(height) + b"\x18" + _varint(width)
-            + b"\x22" + _varint(channels * height * width))
-
-
 def draw_pairs(labels, rng, balanced=False):
     """Indices (i, j) of one pair per image.
 
@@ -85,7 +63,7 @@ def _encode(channels, labels, header):
     for channel in channels:
         rows[:, offset:offset + channel.shape[1]] = channel
         offset += channel.shape[1]
-    rows[:, -2] = _LABEL_TAG
+    rows[:, -2] = LABEL_TAG
     rows[:, -1] = labels
     joined = rows.tobytes()
     return [joined[k:k + width] for k in range(0, len(joined), width)]
