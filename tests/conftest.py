@@ -16,13 +16,14 @@ def kernel_path(request, monkeypatch):
     numpy are lowered so that the small blobs of the tests take the compiled path.
     """
     from siamese_cli import accel
-    from siamese_cli.layers import pooling
+    from siamese_cli.layers import _implicit, pooling
 
     if request.param == "numpy":
         monkeypatch.setenv(accel.ENV, "0")
     else:
         monkeypatch.setenv(accel.ENV, "1")
         monkeypatch.setattr(pooling, "COMPILED_MIN_ROW", 1)
+        monkeypatch.setattr(_implicit, "MIN_RUN", 1)
         if accel.kernels() is None:
             if accel._compiler() is None:
                 pytest.skip(accel.status())

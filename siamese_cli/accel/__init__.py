@@ -26,6 +26,7 @@ FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-t
 _f32 = ctypes.POINTER(ctypes.c_float)
 _i32 = INT32 = ctypes.POINTER(ctypes.c_int32)
 _f64 = FLOAT64 = ctypes.POINTER(ctypes.c_double)
+_i64 = INT64 = ctypes.POINTER(ctypes.c_long)
 _int = ctypes.c_long
 #: Every exported kernel and its argument types; the C side takes plain pointers and sizes.
 SIGNATURES = {
@@ -38,7 +39,13 @@ SIGNATURES = {
     # depthwise.c: arrays, then N, C, m, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw and the channel range c0, c1
     "depthwise_forward": [_f32] * 4 + [_int] * 17,
     "depthwise_backward": [_f32] * 6 + [_f64, _f32] + [_int] * 17,
+    # conv.c: arrays (the int64 offsets third), then O, L, oh, R, pitch; 0 from the first without AVX-512
+    "conv_implicit_available": [],
+    "conv_implicit_forward": [_f32, _f32, _i64, _f32, _f32] + [_int] * 5,
+    "conv_implicit_weight_grad": [_f32, _f32, _i64, _f32] + [_int] * 5,
+    "conv_implicit_data_grad": [_f32, _f32, _i64, _f32] + [_int] * 5,
 }
+RETURNS = {"conv_implicit_available": ctypes.c_int}
 
 
 def enabled(env=None):
@@ -96,7 +103,7 @@ class Kernels:
         library = ctypes.CDLL(str(path))
         for name, argtypes in SIGNATURES.items():
             function = getattr(library, name)
-            function.argtypes, function.restype = argtypes, None
+            function.argtypes, function.restype = argtypes, RETURNS.get(name)
             setattr(self, name, function)
 
     @staticmethod

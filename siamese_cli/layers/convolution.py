@@ -10,7 +10,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..blob import Blob
 from ..fillers import fill
-from . import _pointwise
+from . import _implicit, _pointwise
 from ._depthwise import Depthwise
 from ._geometry import conv_geometry, conv_out_size
 from .base import Layer
@@ -58,6 +58,7 @@ class _Plan:
         self.rows = rows
         self.hp, self.wp = hp, wp
         self.flat_scatter = self.batch_last and (sh, sw) == (1, 1)
+        self.implicit = None  # the compiled implicit-GEMM path (_implicit.Implicit), set by the layer where it applies
         self._buffers = {}
 
     def buffer(self, name, shape):
@@ -191,6 +192,7 @@ class Convolution(Layer):
         plan = self._plan
         if plan is None or plan.shape != shape:
             plan = _Plan(self, shape)
+            plan.implicit = _implicit.Implicit(self, plan) if _implicit.applies(self, plan) else None
         oh, ow = plan.out_hw
         if oh <= 0 or ow <= 0:
             raise self.error(
@@ -228,6 +230,10 @@ class Convolution(Layer):
             bias = self.blobs[1].data if self.bias_term else None
             for index, (b, t) in enumerate(zip(bottom, top)):
                 self.depthwise.forward(b.data, self.blobs[0].data, bias, t.data, index)
+            return
+        if plan.implicit is not None:
+            for index, (b, t) in enumerate(zip(bottom, top)):
+                plan.implicit.forward(self, b.data, t.data, index)
             return
         for index, (b, t) in enumerate(zip(bottom, top)):
             for start, stop in self._chunks(plan):
@@ -272,6 +278,11 @@ class Convolution(Layer):
                 down = propagate_down[index] if index < len(propagate_down) else False
                 self.depthwise.backward(t.diff, self.blobs[0].data, self.blobs[0].diff,
                                         self.blobs[1].diff if self.bias_term else None, b.diff if down else None, index)
+            return
+        if plan.implicit is not None:
+            for index, (t, b) in enumerate(zip(top, bottom)):
+                down = propagate_down[index] if index < len(propagate_down) else False
+                plan.implicit.backward(self, t.diff, b.diff if down else None, index)
             return
         for index, (t, b) in enumerate(zip(top, bottom)):
             down = propagate_down[index] if index < len(propagate_down) else False

@@ -1,0 +1,193 @@
+/* Implicit-GEMM convolution for stride 1 in the batch-last layout (layers/_implicit.py).
+ *
+ * The padded input is (C, hp, wp, N). For output row y, kernel offset l = (c, i, j) reads the run of
+ * R = ow * N floats at p + y * pitch + off[l], with off[l] = c * hp * pitch + i * dh * pitch + j * dw * N
+ * and pitch = wp * N: the column matrix of im2col is never built, and the data gradient is added
+ * straight into the padded gradient instead of going through a column gradient and col2im.
+ * The products are blocked as a BLAS micro-kernel is: a tile of up to 6 x 64 sums held in 24 AVX-512
+ * registers, one operand broadcast, the other loaded 64 floats at a time. Sums run in a fixed order,
+ * so results are the same run to run; they equal numpy's to float32 summation order. */
+#include <immintrin.h>
+
+#define INLINE static inline __attribute__((always_inline))
+#define KBLOCK 128 /* sums per pass over a tile: the operand panel stays in L1 across the tiles */
+
+#ifdef __AVX512F__
+int conv_implicit_available(void) { return 1; }
+
+/* The four masks of a 64-wide panel with `left` columns still to go. */
+INLINE void panel_masks(long left, __mmask16 mask[4])
+{
+    for (int v = 0; v < 4; ++v) {
+        long k = left - 16 * v;
+        mask[v] = k >= 16 ? (__mmask16)0xffff : k <= 0 ? (__mmask16)0 : (__mmask16)((1u << k) - 1);
+    }
+}
+
+/* acc[r] += a[r] * b over one 64-wide row of b. */
+#define FMA_ROW(acc, x, b0, b1, b2, b3)                \
+    do {                                               \
+        (acc)[0] = _mm512_fmadd_ps(x, b0, (acc)[0]);   \
+        (acc)[1] = _mm512_fmadd_ps(x, b1, (acc)[1]);   \
+        (acc)[2] = _mm512_fmadd_ps(x, b2, (acc)[2]);   \
+        (acc)[3] = _mm512_fmadd_ps(x, b3, (acc)[3]);   \
+    } while (0)
+
+#define LOAD_ROW(b, mask, b0, b1, b2, b3)                                                          \
+    __m512 b0 = _mm512_maskz_loadu_ps(mask[0], b), b1 = _mm512_maskz_loadu_ps(mask[1], (b) + 16), \
+           b2 = _mm512_maskz_loadu_ps(mask[2], (b) + 32), b3 = _mm512_maskz_loadu_ps(mask[3], (b) + 48)
+
+/* out[r][0:64] (+)= sum over l in [l0, l1) of w[r * L + l] * p[off[l] : +64], for `rows` output channels;
+ * the last block adds the bias. */
+INLINE void forward_tile(int rows, long l0, long l1, const float *w, long L, const float *p, const long *off,
+                         float *out, long stride, int first, const float *bias, const __mmask16 mask[4])
+{
+    __m512 acc[6][4];
+    for (int r = 0; r < rows; ++r)
+        for (int v = 0; v < 4; ++v)
+            acc[r][v] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[v], out + r * stride + 16 * v);
+    for (long l = l0; l < l1; ++l) {
+        LOAD_ROW(p + off[l], mask, b0, b1, b2, b3);
+        for (int r = 0; r < rows; ++r)
+            FMA_ROW(acc[r], _mm512_set1_ps(w[r * L + l]), b0, b1, b2, b3);
+    }
+    for (int r = 0; r < rows; ++r)
+        for (int v = 0; v < 4; ++v) {
+            __m512 sum = bias ? _mm512_add_ps(acc[r][v], _mm512_set1_ps(bias[r])) : acc[r][v];
+            _mm512_mask_storeu_ps(out + r * stride + 16 * v, mask[v], sum);
+        }
+}
+
+/* top (O, oh, R) = weights (O, L) times the implicit columns, plus the bias (may be NULL). */
+void conv_implicit_forward(const float *w, const float *p, const long *off, const float *bias, float *out,
+                           long O, long L, long oh, long R, long pitch)
+{
+    long stride = oh * R;
+    for (long y = 0; y < oh; ++y)
+        for (long q = 0; q < R; q += 64) {
+            __mmask16 mask[4];
+            panel_masks(R - q, mask);
+            const float *row = p + y * pitch + q;
+            float *target = out + y * R + q;
+            for (long l0 = 0; l0 < L; l0 += KBLOCK) {
+                long l1 = l0 + KBLOCK < L ? l0 + KBLOCK : L;
+                const float *b = l1 == L ? bias : 0;
+                for (long o = 0; o < O; o += 5) {
+                    int rows = O - o < 5 ? (int)(O - o) : 5;
+#define FORWARD(n) forward_tile(n, l0, l1, w + o * L, L, row, off, target + o * stride, stride, l0 == 0, b ? b + o : 0, mask)
+                    switch (rows) {
+                    case 5: FORWARD(5); break;
+                    case 4: FORWARD(4); break;
+                    case 3: FORWARD(3); break;
+                    case 2: FORWARD(2); break;
+                    default: FORWARD(1);
+                    }
+#undef FORWARD
+                }
+            }
+        }
+}
+
+/* wt[r][0:64] += sum over k in [k0, k1) of p[off[r] + k] * g[k * O : +64]: the weight gradient transposed,
+ * one broadcast input value against a row of the transposed top gradient. */
+INLINE void weight_tile(int rows, const float *p, const long *off, const float *g, long O, long k0, long k1,
+                        float *wt, const __mmask16 mask[4])
+{
+    __m512 acc[6][4];
+    for (int r = 0; r < rows; ++r)
+        for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_maskz_loadu_ps(mask[v], wt + r * O + 16 * v);
+    for (long k = k0; k < k1; ++k) {
+        LOAD_ROW(g + k * O, mask, b0, b1, b2, b3);
+        for (int r = 0; r < rows; ++r)
+            FMA_ROW(acc[r], _mm512_set1_ps(p[off[r] + k]), b0, b1, b2, b3);
+    }
+    for (int r = 0; r < rows; ++r)
+        for (int v = 0; v < 4; ++v) _mm512_mask_storeu_ps(wt + r * O + 16 * v, mask[v], acc[r][v]);
+}
+
+/* wt (L, O) += implicit columns times the top gradient gt, given transposed as (oh * R, O). */
+void conv_implicit_weight_grad(const float *gt, const float *p, const long *off, float *wt, long O, long L,
+                               long oh, long R, long pitch)
+{
+    for (long y = 0; y < oh; ++y)
+        for (long k0 = 0; k0 < R; k0 += KBLOCK) {
+            long k1 = k0 + KBLOCK < R ? k0 + KBLOCK : R;
+            const float *row = p + y * pitch, *g = gt + y * R * O;
+            for (long o = 0; o < O; o += 64) {
+                __mmask16 mask[4];
+                panel_masks(O - o, mask);
+                for (long l = 0; l < L; l += 6) {
+                    int rows = L - l < 6 ? (int)(L - l) : 6;
+#define WEIGHT(n) weight_tile(n, row, off + l, g + o, O, k0, k1, wt + l * O + o, mask)
+                    switch (rows) {
+                    case 6: WEIGHT(6); break;
+                    case 5: WEIGHT(5); break;
+                    case 4: WEIGHT(4); break;
+                    case 3: WEIGHT(3); break;
+                    case 2: WEIGHT(2); break;
+                    default: WEIGHT(1);
+                    }
+#undef WEIGHT
+                }
+            }
+        }
+}
+
+/* dp[off[l + r] : +64] += sum over o of w[o * L + l + r] * g[o * stride : +64]. Tiles whose runs overlap
+ * (neighbouring kernel offsets) are added one after another, so col2im's sums need no second pass. */
+INLINE void data_tile(int rows, long l, const float *w, long L, long O, const float *g, long stride,
+                      const long *off, float *dp, const __mmask16 mask[4])
+{
+    __m512 acc[6][4];
+    for (int r = 0; r < rows; ++r)
+        for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_setzero_ps();
+    for (long o = 0; o < O; ++o) {
+        LOAD_ROW(g + o * stride, mask, b0, b1, b2, b3);
+        for (int r = 0; r < rows; ++r)
+            FMA_ROW(acc[r], _mm512_set1_ps(w[o * L + l + r]), b0, b1, b2, b3);
+    }
+    for (int r = 0; r < rows; ++r) {
+        float *d = dp + off[l + r];
+        for (int v = 0; v < 4; ++v) {
+            __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(mask[v], d + 16 * v), acc[r][v]);
+            _mm512_mask_storeu_ps(d + 16 * v, mask[v], sum);
+        }
+    }
+}
+
+/* The padded input gradient dp (zeroed by the caller) += weights^T times the top gradient g (O, oh, R). */
+void conv_implicit_data_grad(const float *w, const float *g, const long *off, float *dp, long O, long L,
+                             long oh, long R, long pitch)
+{
+    long stride = oh * R;
+    for (long y = 0; y < oh; ++y)
+        for (long q = 0; q < R; q += 64) {
+            __mmask16 mask[4];
+            panel_masks(R - q, mask);
+            const float *g_row = g + y * R + q;
+            float *target = dp + y * pitch + q;
+            for (long l = 0; l < L; l += 5) {
+                int rows = L - l < 5 ? (int)(L - l) : 5;
+#define DATA(n) data_tile(n, l, w, L, O, g_row, stride, off, target, mask)
+                switch (rows) {
+                case 5: DATA(5); break;
+                case 4: DATA(4); break;
+                case 3: DATA(3); break;
+                case 2: DATA(2); break;
+                default: DATA(1);
+                }
+#undef DATA
+            }
+        }
+}
+
+#else
+/* Without AVX-512 the layer keeps its numpy path (im2col and BLAS); these are never called. */
+int conv_implicit_available(void) { return 0; }
+void conv_implicit_forward(const float *w, const float *p, const long *off, const float *bias, float *out,
+                           long O, long L, long oh, long R, long pitch) {}
+void conv_implicit_weight_grad(const float *gt, const float *p, const long *off, float *wt, long O, long L,
+                               long oh, long R, long pitch) {}
+void conv_implicit_data_grad(const float *w, const float *g, const long *off, float *dp, long O, long L,
+                             long oh, long R, long pitch) {}
+#endif

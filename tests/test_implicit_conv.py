@@ -1,0 +1,92 @@
+"""The compiled implicit-GEMM convolution (accel/conv.c): tile edges, several bottoms, and agreement with numpy.
+
+test_convolution.py already runs its stride-1 short-row cases on both paths; these shapes are
+chosen to reach every tile remainder of the C side: more than 64 outputs (two output panels,
+the second partial), output and weight-column counts that are not multiples of the tile rows,
+and position runs that end inside a 16-float vector.
+"""
+import numpy as np
+import pytest
+
+from gradcheck import check_gradients, make_blobs
+from siamese_cli import accel
+from siamese_cli.blob import Blob
+from siamese_cli.layers import _implicit
+from test_convolution import FILLERS, make, reference, run
+
+SHAPES = [
+    # (param text, input shape, pad, dilation)
+    ("num_output: 70 kernel_size: 3", (3, 7, 6, 6), (0, 0), (1, 1)),
+    ("num_output: 7 kernel_size: 2 pad: 1", (5, 3, 5, 7), (1, 1), (1, 1)),
+    ("num_output: 9 kernel_h: 3 kernel_w: 2 dilation: 2 pad: 2", (2, 4, 6, 5), (2, 2), (2, 2)),
+    ("num_output: 4 kernel_size: 3 bias_term: false", (1, 1, 5, 5), (0, 0), (1, 1)),
+]
+
+
+@pytest.fixture
+def compiled(kernel_path):
+    if kernel_path == "compiled" and not accel.kernels().conv_implicit_available():
+        pytest.skip("the implicit-GEMM kernels need AVX-512; this CPU keeps the numpy path")
+    return kernel_path == "compiled"
+
+
+@pytest.mark.parametrize("text, shape, pad, dilation", SHAPES)
+def test_forward_and_path(text, shape, pad, dilation, compiled):
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    layer = make(f"{text} {FILLERS}")
+    _, (top,) = run(layer, x)
+    assert (layer._plan.implicit is not None) == compiled
+    bias = layer.blobs[1].data if len(layer.blobs) > 1 else None
+    expected = reference(x, layer.blobs[0].data, bias, (1, 1), pad, dilation, 1)
+    np.testing.assert_allclose(top.data, expected, rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("text, shape, pad, dilation", SHAPES)
+def test_gradients(text, shape, pad, dilation, compiled):
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    check_gradients(make(f"{text} {FILLERS}"), make_blobs(x))
+
+
+def test_two_bottoms_add_their_weight_gradients(compiled):
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((2, 3, 6, 6)).astype(np.float32) for _ in range(2)]
+    check_gradients(make(f"num_output: 5 kernel_size: 3 {FILLERS}"), make_blobs(*xs), top=[Blob(), Blob()])
+
+
+def test_lenet_conv2_agrees_with_the_numpy_path(monkeypatch, compiled):
+    """The example's conv2 shape, batch 16: both paths give the same top and gradients to float32 summation order."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((16, 20, 12, 12)).astype(np.float32)
+    dy = rng.standard_normal((16, 50, 8, 8)).astype(np.float32)
+    results = []
+    for setting in ("1", "0"):
+        monkeypatch.setenv(accel.ENV, setting)
+        layer = make(f"num_output: 50 kernel_size: 5 {FILLERS}")
+        bottom, (top,) = run(layer, x)
+        top.diff[...] = dy
+        layer.backward([top], [True], bottom)
+        results.append((top.data.copy(), bottom[0].diff.copy(), layer.blobs[0].diff.copy(), layer.blobs[1].diff.copy()))
+    for mine, theirs in zip(*results):
+        scale = np.abs(theirs).max()
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=2e-6 * scale)
+
+
+def test_backward_without_propagate_down_leaves_the_bottom_alone(compiled):
+    x = np.random.default_rng(5).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    layer = make(f"num_output: 4 kernel_size: 3 {FILLERS}")
+    bottom, (top,) = run(layer, x)
+    bottom[0].diff[...] = 7.0
+    top.diff[...] = 1.0
+    layer.backward([top], [False], bottom)
+    assert np.all(bottom[0].diff == 7.0)
+    patches = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(2, 3)).sum(axis=(0, 2, 3))
+    np.testing.assert_allclose(layer.blobs[0].diff, np.broadcast_to(patches, (4, 3, 3, 3)), rtol=1e-5, atol=1e-5)
+
+
+def test_short_position_runs_keep_the_numpy_path(monkeypatch, compiled):
+    """A deploy net at batch 1 would fill an eighth of each tile: conv2 keeps numpy there, not at batch 16."""
+    monkeypatch.setattr(_implicit, "MIN_RUN", 64)
+    for batch, expected in ((1, False), (16, compiled)):
+        layer = make(f"num_output: 50 kernel_size: 5 {FILLERS}")
+        run(layer, np.zeros((batch, 20, 12, 12), np.float32))
+        assert (layer._plan.implicit is not None) == expected
