@@ -60,7 +60,7 @@ class Implicit:
         if layer.bias_term:
             layer.blobs[1].diff += grad @ plan.ones(grad.shape[1])
         transposed = plan.buffer("implicit_top_grad_t", (n * oh * ow, o))
-        np.copyto(transposed.reshape(oh, ow, n, o), top_diff.transpose(2, 3, 0, 1))
+        np.copyto(transposed, grad.T)
         weight_grad = plan.buffer("implicit_weight_grad_t", (self.offsets.size, o))
         weight_grad.fill(0)
         padded = plan.buffer(("implicit_input", index), plan.padded_shape(n))
