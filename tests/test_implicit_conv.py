@@ -90,3 +90,20 @@ def test_short_position_runs_keep_the_numpy_path(monkeypatch, compiled):
         layer = make(f"num_output: 50 kernel_size: 5 {FILLERS}")
         run(layer, np.zeros((batch, 20, 12, 12), np.float32))
         assert (layer._plan.implicit is not None) == expected
+
+
+@pytest.mark.parametrize("outer, rows, cols", [((1, 1), 5, 7), ((1, 1), 16, 16), ((1, 1), 17, 33), ((2, 3), 12, 64),
+                                               ((3, 2), 50, 100)])
+def test_transpose_copy_moves_every_value_and_nothing_else(outer, rows, cols):
+    """The blocked transpose (accel/transpose.c), full and partial 16 x 16 blocks, under two batch levels."""
+    kernels = accel.kernels()
+    if kernels is None:
+        pytest.skip(accel.status())
+    a, b = outer
+    source = np.random.default_rng(6).standard_normal((a, b, rows, cols)).astype(np.float32)
+    target = np.full((a, b, cols + 1, rows), -7.0, np.float32)  # one spare row: nothing may be written past cols
+    sb, db = rows * cols, (cols + 1) * rows
+    kernels.transpose_copy(kernels.ptr(source), kernels.ptr(target), a, b, rows, cols, b * sb, sb, cols,
+                           b * db, db, rows)
+    np.testing.assert_array_equal(target[:, :, :cols], source.transpose(0, 1, 3, 2))
+    assert np.all(target[:, :, cols] == -7.0)

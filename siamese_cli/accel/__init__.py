@@ -44,6 +44,8 @@ SIGNATURES = {
     "conv_implicit_forward": [_f32, _f32, _i64, _f32, _f32] + [_int] * 5,
     "conv_implicit_weight_grad": [_f32, _f32, _i64, _f32] + [_int] * 5,
     "conv_implicit_data_grad": [_f32, _f32, _i64, _f32] + [_int] * 5,
+    # transpose.c: src, dst, then A, B, rows, cols and the strides sa, sb, si, da, db, dj (in floats)
+    "transpose_copy": [_f32, _f32] + [_int] * 10,
 }
 RETURNS = {"conv_implicit_available": ctypes.c_int}
 

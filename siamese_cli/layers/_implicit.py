@@ -43,24 +43,25 @@ class Implicit:
 
     def forward(self, layer, x, top, index):
         plan, kernels = self.plan, accel.kernels()
-        padded = plan.buffer(("implicit_input", index), plan.padded_shape(plan.shape[0]))
-        np.copyto(plan.interior(padded, layer.pad), x)
-        product = plan.buffer("implicit_top", (layer.num_output, plan.shape[0] * plan.out_hw[0] * plan.out_hw[1]))
+        n, (oh, ow) = plan.shape[0], plan.out_hw
+        padded = plan.buffer(("implicit_input", index), plan.padded_shape(n))
+        np.copyto(plan.interior(padded, layer.pad), x)  # numpy's copy is the faster one this way round
+        product = plan.buffer("implicit_top", (layer.num_output, oh * ow * n))
         bias = kernels.ptr(layer.blobs[1].data) if layer.bias_term else None
         kernels.conv_implicit_forward(kernels.ptr(layer.blobs[0].data), kernels.ptr(padded), self._offsets(kernels),
                                       bias, kernels.ptr(product), *self._sizes(layer))
-        np.copyto(top, plan.from_positions(product, plan.shape[0]))
+        _transpose(kernels, product, top, product.size // n, n)
 
     def backward(self, layer, top_diff, bottom_diff, index):
         """Add the weight and bias gradients; write the bottom gradient when `bottom_diff` is given."""
         plan, kernels = self.plan, accel.kernels()
         n, (oh, ow), o = plan.shape[0], plan.out_hw, layer.num_output
-        grad = plan.buffer("top_grad", (o, n * oh * ow))
+        grad = plan.buffer("top_grad", (o, oh * ow * n))
         np.copyto(plan.from_positions(grad, n), top_diff)
         if layer.bias_term:
             layer.blobs[1].diff += grad @ plan.ones(grad.shape[1])
-        transposed = plan.buffer("implicit_top_grad_t", (n * oh * ow, o))
-        np.copyto(transposed, grad.T)
+        transposed = plan.buffer("implicit_top_grad_t", (oh * ow * n, o))
+        _transpose(kernels, grad, transposed, o, oh * ow * n)
         weight_grad = plan.buffer("implicit_weight_grad_t", (self.offsets.size, o))
         weight_grad.fill(0)
         padded = plan.buffer(("implicit_input", index), plan.padded_shape(n))
@@ -73,7 +74,19 @@ class Implicit:
         padded_grad.fill(0)
         kernels.conv_implicit_data_grad(kernels.ptr(layer.blobs[0].data), kernels.ptr(grad), self._offsets(kernels),
                                         kernels.ptr(padded_grad), *self._sizes(layer))
-        np.copyto(bottom_diff, plan.interior(padded_grad, layer.pad))
+        self._batch_first(kernels, padded_grad, bottom_diff, layer.pad)
+
+    def _batch_first(self, kernels, padded, x, pad):
+        """The interior of the padded (C, hp, wp, N) buffer -> (N, C, H, W), one (W, N) block per (c, y)."""
+        n, c, h, w = x.shape
+        interior = padded.reshape(-1)[(pad[0] * self.plan.wp + pad[1]) * n:]
+        kernels.transpose_copy(kernels.ptr(interior), kernels.ptr(x), c, h, w, n, self.plan.hp * self.pitch,
+                               self.pitch, n, h * w, w, c * h * w)
 
     def _offsets(self, kernels):
         return kernels.ptr(self.offsets, accel.INT64)
+
+
+def _transpose(kernels, source, target, rows, cols):
+    """target (cols, rows) = source (rows, cols), both C-contiguous of any shape with that many values."""
+    kernels.transpose_copy(kernels.ptr(source), kernels.ptr(target), 1, 1, rows, cols, 0, 0, cols, 0, 0, rows)
