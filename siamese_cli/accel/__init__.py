@@ -1,11 +1,12 @@
-"""Optional compiled kernels for the memory-bound steps numpy does in several passes.
+"""Optional compiled kernels: the memory-bound steps numpy does in several passes, and implicit-GEMM convolution.
 
 numpy stays the engine: a layer asks `kernels()` for the compiled library and uses its numpy
 path whenever the answer is None. The C sources beside this file are compiled on first use
 with the system C compiler (`cc`, or $CC) into a per-user cache, keyed by a hash of the sources,
 the flags and the CPU, and loaded with ctypes (which releases the GIL during each call, so the
 branch lanes and depthwise threads run kernels concurrently). Floating-point contraction is off,
-so every sum is rounded as numpy rounds it.
+so every sum is rounded as numpy rounds it; the implicit-GEMM convolution (conv.c) is the exception, its
+sums run in its own fixed order, equal to numpy's to float32 rounding.
 
 SIAMESE_ACCEL=0 turns the kernels off; without a C compiler they are off and `status()` says why.
 """

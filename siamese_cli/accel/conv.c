@@ -11,6 +11,8 @@
 
 #define INLINE static inline __attribute__((always_inline))
 #define KBLOCK 128 /* sums per pass over a tile: the operand panel stays in L1 across the tiles */
+#define FWD_ROWS 5 /* output channels per forward tile: 5 x 4 accumulators (LeNet's 50 channels, no remainder) */
+#define DATA_ROWS 6 /* weight columns per data-gradient tile: 6 x 4 accumulators */
 
 #ifdef __AVX512F__
 int conv_implicit_available(void) { return 1; }
@@ -72,10 +74,11 @@ void conv_implicit_forward(const float *w, const float *p, const long *off, cons
             for (long l0 = 0; l0 < L; l0 += KBLOCK) {
                 long l1 = l0 + KBLOCK < L ? l0 + KBLOCK : L;
                 const float *b = l1 == L ? bias : 0;
-                for (long o = 0; o < O; o += 5) {
-                    int rows = O - o < 5 ? (int)(O - o) : 5;
+                for (long o = 0; o < O; o += FWD_ROWS) {
+                    int rows = O - o < FWD_ROWS ? (int)(O - o) : FWD_ROWS;
 #define FORWARD(n) forward_tile(n, l0, l1, w + o * L, L, row, off, target + o * stride, stride, l0 == 0, b ? b + o : 0, mask)
                     switch (rows) {
+                    case 6: FORWARD(6); break;
                     case 5: FORWARD(5); break;
                     case 4: FORWARD(4); break;
                     case 3: FORWARD(3); break;
@@ -166,10 +169,11 @@ void conv_implicit_data_grad(const float *w, const float *g, const long *off, fl
             panel_masks(R - q, mask);
             const float *g_row = g + y * R + q;
             float *target = dp + y * pitch + q;
-            for (long l = 0; l < L; l += 5) {
-                int rows = L - l < 5 ? (int)(L - l) : 5;
+            for (long l = 0; l < L; l += DATA_ROWS) {
+                int rows = L - l < DATA_ROWS ? (int)(L - l) : DATA_ROWS;
 #define DATA(n) data_tile(n, l, w, L, O, g_row, stride, off, target, mask)
                 switch (rows) {
+                case 6: DATA(6); break;
                 case 5: DATA(5); break;
                 case 4: DATA(4); break;
                 case 3: DATA(3); break;
