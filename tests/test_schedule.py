@@ -42,17 +42,17 @@ def dummy_siamese(batch=6, size=12):
     return text
 
 
-def train(lanes, iterations=4, seed=7):
+def train(lanes, iterations=4, seed=7, batch=6, probe=None):
     """Weights and losses after `iterations` SGD steps (momentum 0.9, weight decay) of the small siamese net.
 
     BLAS runs one thread throughout, as it does in each lane: OpenBLAS sums in another order on two.
     """
     with threadpool_limits(1, user_api="blas"):
-        return _train(lanes, iterations, seed)
+        return _train(lanes, iterations, seed, batch, probe)
 
 
-def _train(lanes, iterations, seed):
-    text = (f'net_param {{ {dummy_siamese()} }}\nbase_lr: 0.05\nmomentum: 0.9\nweight_decay: 0.001\n'
+def _train(lanes, iterations, seed, batch, probe):
+    text = (f'net_param {{ {dummy_siamese(batch)} }}\nbase_lr: 0.05\nmomentum: 0.9\nweight_decay: 0.001\n'
             f'lr_policy: "fixed"\nmax_iter: {iterations}\nrandom_seed: {seed}\n')
     solver = make_solver(parse_text(text, caffe_pb2.SolverParameter()), log=lambda *a, **k: None)
     net = solver.net
@@ -65,6 +65,8 @@ def _train(lanes, iterations, seed):
         solver.step(1)
         losses.append(solver.smoothed_loss)
     weights = [p.blob.data.copy() for p in net.learnable_params]
+    if probe is not None:
+        probe(net)
     solver.close()
     return weights, losses
 
@@ -128,6 +130,27 @@ def test_seeded_runs_with_lanes_are_bit_identical():
     assert first_losses == second_losses
     for a, b in zip(first, second):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.usefixtures("kernel_path")
+def test_the_implicit_gemm_convolution_keeps_runs_bit_identical_and_equal_to_the_plain_path():
+    """At batch 8 the towers' conv1 takes the compiled implicit-GEMM path where AVX-512 is there (numpy else)."""
+    from siamese_cli import accel
+
+    paths = []
+
+    def probe(net):
+        paths.append({layer.name: layer._plan.implicit is not None for layer in net.layers if layer.type == "Convolution"})
+
+    first, first_losses = train(lanes=2, iterations=5, seed=13, batch=8, probe=probe)
+    second, second_losses = train(lanes=2, iterations=5, seed=13, batch=8)
+    plain, plain_losses = train(lanes=1, iterations=5, seed=13, batch=8)
+    kernels = accel.kernels()
+    assert paths == [{"conv1": bool(kernels and kernels.conv_implicit_available()),
+                      "conv1_p": bool(kernels and kernels.conv_implicit_available())}]
+    assert first_losses == second_losses == plain_losses
+    for a, b, c in zip(first, second, plain):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
 
 
 def test_shared_gradients_equal_the_plain_pass_and_blobs_are_restored():
