@@ -24,6 +24,7 @@ def kernel_path(request, monkeypatch):
         monkeypatch.setenv(accel.ENV, "1")
         monkeypatch.setattr(pooling, "COMPILED_MIN_ROW", 1)
         monkeypatch.setattr(_implicit, "MIN_RUN", 1)
+        monkeypatch.setattr(_implicit, "MIN_FILL", 0)
         if accel.kernels() is None:
             if accel._compiler() is None:
                 pytest.skip(accel.status())

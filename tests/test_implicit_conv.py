@@ -83,13 +83,18 @@ def test_backward_without_propagate_down_leaves_the_bottom_alone(compiled):
     np.testing.assert_allclose(layer.blobs[0].diff, np.broadcast_to(patches, (4, 3, 3, 3)), rtol=1e-5, atol=1e-5)
 
 
-def test_short_position_runs_keep_the_numpy_path(monkeypatch, compiled):
-    """A deploy net at batch 1 would fill an eighth of each tile: conv2 keeps numpy there, not at batch 16."""
+def test_short_or_badly_filling_position_runs_keep_the_numpy_path(monkeypatch, compiled):
+    """A deploy net at batch 1 would fill an eighth of each tile, ResNet's 7x7 maps at batch 10 (a run of 70) 55%
+    of two: those keep numpy; conv2 at batch 16 (128) and a 7x7 map at batch 16 (112, 88%) do not."""
     monkeypatch.setattr(_implicit, "MIN_RUN", 64)
-    for batch, expected in ((1, False), (16, compiled)):
-        layer = make(f"num_output: 50 kernel_size: 5 {FILLERS}")
-        run(layer, np.zeros((batch, 20, 12, 12), np.float32))
-        assert (layer._plan.implicit is not None) == expected
+    monkeypatch.setattr(_implicit, "MIN_FILL", 0.75)
+    for text, shape, expected in ((f"num_output: 50 kernel_size: 5 {FILLERS}", (1, 20, 12, 12), False),
+                                  (f"num_output: 50 kernel_size: 5 {FILLERS}", (16, 20, 12, 12), compiled),
+                                  (f"num_output: 8 kernel_size: 3 pad: 1 {FILLERS}", (10, 4, 7, 7), False),
+                                  (f"num_output: 8 kernel_size: 3 pad: 1 {FILLERS}", (16, 4, 7, 7), compiled)):
+        layer = make(text)
+        run(layer, np.zeros(shape, np.float32))
+        assert (layer._plan.implicit is not None) == expected, shape
 
 
 @pytest.mark.parametrize("outer, rows, cols", [((1, 1), 5, 7), ((1, 1), 16, 16), ((1, 1), 17, 33), ((2, 3), 12, 64),
