@@ -13,6 +13,19 @@
 #define KBLOCK 128 /* sums per pass over a tile: the operand panel stays in L1 across the tiles */
 #define FWD_ROWS 5 /* output channels per forward tile: 5 x 4 accumulators (LeNet's 50 channels, no remainder) */
 #define DATA_ROWS 6 /* weight columns per data-gradient tile: 6 x 4 accumulators */
+#define WEIGHT_ROWS 6 /* weight columns per weight-gradient tile: 6 x 4 accumulators */
+
+/* CALL(n) with n = rows as a constant (1..6), so that each tile function is compiled with its loops unrolled
+ * and its sums in registers. */
+#define BY_ROWS(rows, CALL) \
+    switch (rows) {         \
+    case 6: CALL(6); break; \
+    case 5: CALL(5); break; \
+    case 4: CALL(4); break; \
+    case 3: CALL(3); break; \
+    case 2: CALL(2); break; \
+    default: CALL(1);       \
+    }
 
 #ifdef __AVX512F__
 int conv_implicit_available(void) { return 1; }
@@ -77,14 +90,7 @@ void conv_implicit_forward(const float *w, const float *p, const long *off, cons
                 for (long o = 0; o < O; o += FWD_ROWS) {
                     int rows = O - o < FWD_ROWS ? (int)(O - o) : FWD_ROWS;
 #define FORWARD(n) forward_tile(n, l0, l1, w + o * L, L, row, off, target + o * stride, stride, l0 == 0, b ? b + o : 0, mask)
-                    switch (rows) {
-                    case 6: FORWARD(6); break;
-                    case 5: FORWARD(5); break;
-                    case 4: FORWARD(4); break;
-                    case 3: FORWARD(3); break;
-                    case 2: FORWARD(2); break;
-                    default: FORWARD(1);
-                    }
+                    BY_ROWS(rows, FORWARD)
 #undef FORWARD
                 }
             }
@@ -119,17 +125,10 @@ void conv_implicit_weight_grad(const float *gt, const float *p, const long *off,
             for (long o = 0; o < O; o += 64) {
                 __mmask16 mask[4];
                 panel_masks(O - o, mask);
-                for (long l = 0; l < L; l += 6) {
-                    int rows = L - l < 6 ? (int)(L - l) : 6;
+                for (long l = 0; l < L; l += WEIGHT_ROWS) {
+                    int rows = L - l < WEIGHT_ROWS ? (int)(L - l) : WEIGHT_ROWS;
 #define WEIGHT(n) weight_tile(n, row, off + l, g + o, O, k0, k1, wt + l * O + o, mask)
-                    switch (rows) {
-                    case 6: WEIGHT(6); break;
-                    case 5: WEIGHT(5); break;
-                    case 4: WEIGHT(4); break;
-                    case 3: WEIGHT(3); break;
-                    case 2: WEIGHT(2); break;
-                    default: WEIGHT(1);
-                    }
+                    BY_ROWS(rows, WEIGHT)
 #undef WEIGHT
                 }
             }
@@ -172,14 +171,7 @@ void conv_implicit_data_grad(const float *w, const float *g, const long *off, fl
             for (long l = 0; l < L; l += DATA_ROWS) {
                 int rows = L - l < DATA_ROWS ? (int)(L - l) : DATA_ROWS;
 #define DATA(n) data_tile(n, l, w, L, O, g_row, stride, off, target, mask)
-                switch (rows) {
-                case 6: DATA(6); break;
-                case 5: DATA(5); break;
-                case 4: DATA(4); break;
-                case 3: DATA(3); break;
-                case 2: DATA(2); break;
-                default: DATA(1);
-                }
+                BY_ROWS(rows, DATA)
 #undef DATA
             }
         }
