@@ -6,6 +6,7 @@ import pytest
 
 from siamese_cli.cli import main
 from siamese_cli.errors import SiameseError
+from siamese_cli.io.datum_layout import varint as _varint
 from siamese_cli.io.prototxt import parse_text, read_net, read_solver
 from siamese_cli.io.upgrade import upgrade_net
 from siamese_cli.net import Net
@@ -122,15 +123,6 @@ def test_batch_norm_with_three_params_gets_zero_rates():
 # ---- V1 weights, built byte by byte from Caffe's schema numbers ------------------------------------
 def _key(field, wire):
     return bytes([field << 3 | wire]) if field < 16 else _varint(field << 3 | wire)
-
-
-def _varint(value):
-    out = bytearray()
-    while True:
-        low, value = value & 0x7F, value >> 7
-        out.append(low | 0x80 if value else low)
-        if not value:
-            return bytes(out)
 
 
 def _len(field, payload):
