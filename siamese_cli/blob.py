@@ -10,26 +10,70 @@ class Blob:
 
     Learnable parameters shared by name are one Blob object used by several layers,
     so their gradients add up in one `diff`.
+
+    Between two layers that both work batch-last (the compiled convolution and 2x2 MAX pooling),
+    the values may be handed over in the (C, H, W, N) layout instead (`defer_data`/`defer_diff`,
+    allowed where the net sets `may_defer`): as Caffe's SyncedMemory keeps whichever copy is
+    current, `data` and `diff` then write the (N, C, H, W) arrays from it on first access, so
+    anyone else reading the blob sees the same values as always.
     """
 
-    __slots__ = ("data", "diff")
+    __slots__ = ("_data", "_diff", "_data_batch_last", "_diff_batch_last", "may_defer")
 
     def __init__(self, shape=(0,)):
-        self.data = np.zeros(shape, np.float32)
-        self.diff = np.zeros(shape, np.float32)
+        self._data = np.zeros(shape, np.float32)
+        self._diff = np.zeros(shape, np.float32)
+        self._data_batch_last = self._diff_batch_last = None
+        self.may_defer = False
+
+    @property
+    def data(self):
+        if self._data_batch_last is not None:
+            np.copyto(self._data, self._data_batch_last.transpose(3, 0, 1, 2))
+            self._data_batch_last = None
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        self._data, self._data_batch_last = value, None
+
+    @property
+    def diff(self):
+        if self._diff_batch_last is not None:
+            np.copyto(self._diff, self._diff_batch_last.transpose(3, 0, 1, 2))
+            self._diff_batch_last = None
+        return self._diff
+
+    @diff.setter
+    def diff(self, value):
+        self._diff, self._diff_batch_last = value, None
+
+    def defer_data(self, batch_last):
+        """The data is now `batch_last`, a (C, H, W, N) array the caller leaves untouched until the next pass."""
+        self._data_batch_last = batch_last
+
+    def defer_diff(self, batch_last):
+        self._diff_batch_last = batch_last
+
+    def batch_last_data(self):
+        """The (C, H, W, N) array holding the data, if it was handed over that way; None otherwise."""
+        return self._data_batch_last
+
+    def batch_last_diff(self):
+        return self._diff_batch_last
 
     @property
     def shape(self):
-        return self.data.shape
+        return self._data.shape
 
     @property
     def count(self):
-        return self.data.size
+        return self._data.size
 
     def reshape(self, shape):
         """Resize to `shape`; memory is kept when the shape is unchanged."""
         shape = tuple(int(d) for d in shape)
-        if shape != self.data.shape:
+        if shape != self._data.shape:
             self.data = np.zeros(shape, np.float32)
             self.diff = np.zeros(shape, np.float32)
 

@@ -171,6 +171,7 @@ class Net:
                 self.params[lp.name] = layer.blobs
             self._loss_weights.append(self._layer_loss_weights(layer, lp, tops))
         self._plan_backward()
+        self._allow_batch_last()
         available = dict.fromkeys(self.param.input)
         for lp in self.param.layer:
             for name in lp.bottom:
@@ -269,6 +270,20 @@ class Net:
         self.layer_needs_backward = layer_needs
         for layer, need in zip(self.layers, layer_needs):
             layer.needs_backward = bool(need)
+
+    def _allow_batch_last(self):
+        """Blobs written by one batch-last layer and read by one other (not in place, not an output) may be deferred."""
+        writers, readers = {}, {}
+        for i, (bottoms, tops) in enumerate(zip(self.bottoms, self.tops)):
+            for blob in tops:
+                writers.setdefault(id(blob), []).append(i)
+            for blob in bottoms:
+                readers.setdefault(id(blob), []).append(i)
+        for i, tops in enumerate(self.tops):
+            for blob in tops:
+                after = readers.get(id(blob), [])
+                blob.may_defer = (writers[id(blob)] == [i] and len(after) == 1 and self.layers[i].batch_last
+                                  and self.layers[after[0]].batch_last)
 
     # ---- running ------------------------------------------------------------------
     def forward_layer(self, i):

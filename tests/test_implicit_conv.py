@@ -23,10 +23,14 @@ SHAPES = [
 ]
 
 
-@pytest.fixture
-def compiled(kernel_path):
+@pytest.fixture(params=["by outputs", "by positions"])
+def compiled(request, kernel_path, monkeypatch):
+    """Both weight-gradient kernels of the compiled path: 64 outputs wide, or 16 positions wide."""
     if kernel_path == "compiled" and not accel.kernels().conv_implicit_available():
         pytest.skip("the implicit-GEMM kernels need AVX-512; this CPU keeps the numpy path")
+    if kernel_path == "numpy" and request.param == "by positions":
+        pytest.skip("the numpy path has one weight gradient")
+    monkeypatch.setattr(_implicit, "POSITIONS_BELOW", 2.0 if request.param == "by positions" else 0.0)
     return kernel_path == "compiled"
 
 
@@ -53,22 +57,27 @@ def test_two_bottoms_add_their_weight_gradients(compiled):
     check_gradients(make(f"num_output: 5 kernel_size: 3 {FILLERS}"), make_blobs(*xs), top=[Blob(), Blob()])
 
 
-def test_lenet_conv2_agrees_with_the_numpy_path(monkeypatch, compiled):
-    """The example's conv2 shape, batch 16: both paths give the same top and gradients to float32 summation order."""
+@pytest.mark.parametrize("outputs, bottom_shape, tolerance", [(50, (16, 20, 12, 12), 2e-6), (20, (16, 1, 28, 28), 1e-5)],
+                         ids=["conv2", "conv1"])
+def test_lenet_convolutions_agree_with_the_numpy_path(monkeypatch, compiled, outputs, bottom_shape, tolerance):
+    """The example's conv2 and conv1 shapes, batch 16: both paths give the same top and gradients to float32 summation
+    order (conv1's weight gradient sums 9,216 products, conv2's 1,024). conv1's 24-wide rows are batch-first on the
+    numpy path and batch-last on the compiled one."""
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((16, 20, 12, 12)).astype(np.float32)
-    dy = rng.standard_normal((16, 50, 8, 8)).astype(np.float32)
+    x = rng.standard_normal(bottom_shape).astype(np.float32)
+    n, _, h, w = bottom_shape
+    dy = rng.standard_normal((n, outputs, h - 4, w - 4)).astype(np.float32)
     results = []
     for setting in ("1", "0"):
         monkeypatch.setenv(accel.ENV, setting)
-        layer = make(f"num_output: 50 kernel_size: 5 {FILLERS}")
+        layer = make(f"num_output: {outputs} kernel_size: 5 {FILLERS}")
         bottom, (top,) = run(layer, x)
         top.diff[...] = dy
         layer.backward([top], [True], bottom)
         results.append((top.data.copy(), bottom[0].diff.copy(), layer.blobs[0].diff.copy(), layer.blobs[1].diff.copy()))
     for mine, theirs in zip(*results):
         scale = np.abs(theirs).max()
-        np.testing.assert_allclose(mine, theirs, rtol=0, atol=2e-6 * scale)
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=tolerance * scale)
 
 
 def test_backward_without_propagate_down_leaves_the_bottom_alone(compiled):

@@ -35,6 +35,9 @@ SIGNATURES = {
     "max_pool_backward": [_f32, _i32, _f32] + [_int] * 5,
     "max_pool_2x2_forward": [_f32, _f32, _i32, _int, _int],  # pool2x2.c: rows = planes * OH, and W
     "max_pool_2x2_backward": [_f32, _i32, _f32, _int, _int],
+    # pool2x2.c, batch-last (C, H, W, N): rows = C * OH, then OW and N
+    "max_pool_2x2_batch_last_forward": [_f32, _f32, _i32, _int, _int, _int],
+    "max_pool_2x2_batch_last_backward": [_f32, _i32, _f32, _int, _int, _int],
     "channel_affine": [_f32] * 4 + [_int] * 3,  # affine.c: x, a, b, out, then outer, channels, inner
     "sgd_update": [_f32, _f32, _f32, _int, ctypes.c_float, ctypes.c_float, ctypes.c_float],  # sgd.c
     # depthwise.c: arrays, then N, C, m, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw and the channel range c0, c1
@@ -45,6 +48,7 @@ SIGNATURES = {
     "conv_implicit_forward": [_f32, _f32, _i64, _f32, _f32] + [_int] * 5,
     "conv_implicit_weight_grad": [_f32, _f32, _i64, _f32] + [_int] * 5,
     "conv_implicit_data_grad": [_f32, _f32, _i64, _f32] + [_int] * 5,
+    "conv_implicit_weight_grad_positions": [_f32, _f32, _i64, _f32] + [_int] * 5,
     # transpose.c: src, dst, then A, B, rows, cols and the strides sa, sb, si, da, db, dj (in floats)
     "transpose_copy": [_f32, _f32] + [_int] * 10,
 }

@@ -14,6 +14,8 @@
 #define FWD_ROWS 5 /* output channels per forward tile: 5 x 4 accumulators (LeNet's 50 channels, no remainder) */
 #define DATA_ROWS 6 /* weight columns per data-gradient tile: 6 x 4 accumulators */
 #define WEIGHT_ROWS 6 /* weight columns per weight-gradient tile: 6 x 4 accumulators */
+#define POS_O 4 /* output channels per position-vectorised weight-gradient tile */
+#define POS_L 6 /* weight columns per position-vectorised weight-gradient tile: 4 x 6 accumulators */
 
 /* CALL(n) with n = rows as a constant (1..6), so that each tile function is compiled with its loops unrolled
  * and its sums in registers. */
@@ -135,6 +137,78 @@ void conv_implicit_weight_grad(const float *gt, const float *p, const long *off,
         }
 }
 
+/* The sum of the 16 floats of v, in a fixed order. */
+INLINE float sum16(__m512 v)
+{
+    __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    return _mm_cvtss_f32(_mm_add_ss(b, _mm_movehdup_ps(b)));
+}
+
+#define POSITION_STEP(mask)                                                                   \
+    do {                                                                                      \
+        __m512 gv[POS_O];                                                                     \
+        for (int o = 0; o < no; ++o) gv[o] = _mm512_maskz_loadu_ps(mask, g + o * stride + k); \
+        for (int l = 0; l < nl; ++l) {                                                        \
+            __m512 pv = _mm512_maskz_loadu_ps(mask, p + off[l] + k);                          \
+            for (int o = 0; o < no; ++o) acc[o][l] = _mm512_fmadd_ps(gv[o], pv, acc[o][l]);   \
+        }                                                                                     \
+    } while (0)
+
+/* dw[o][l] += the dot product over k < R of g[o * stride + k] and p[off[l] + k], for a tile of `no` output
+ * channels by `nl` weight columns: the sums run 16 positions wide and are reduced once per output row. */
+INLINE void weight_tile_positions(int no, int nl, const float *g, long stride, const float *p, const long *off,
+                                  long R, float *dw, long L)
+{
+    __m512 acc[POS_O][POS_L];
+    for (int o = 0; o < no; ++o)
+        for (int l = 0; l < nl; ++l) acc[o][l] = _mm512_setzero_ps();
+    long k = 0;
+    for (; k + 16 <= R; k += 16) POSITION_STEP((__mmask16)0xffff);
+    if (k < R) POSITION_STEP((__mmask16)((1u << (R - k)) - 1));
+    float lanes[POS_O][POS_L][16]; /* reduced from memory: reducing the registers made gcc store them every step */
+    for (int o = 0; o < no; ++o)
+        for (int l = 0; l < nl; ++l) _mm512_storeu_ps(lanes[o][l], acc[o][l]);
+    for (int o = 0; o < no; ++o)
+        for (int l = 0; l < nl; ++l) dw[o * L + l] += sum16(_mm512_loadu_ps(lanes[o][l]));
+}
+
+/* The weight gradient dw (O, L) += the top gradient g (O, oh, R) times the implicit columns, vectorised over the
+ * positions rather than the outputs: for layers with few outputs (conv1's 20), whose 64-wide output panels in
+ * conv_implicit_weight_grad would be mostly empty. Tiles are evened out (25 columns: five of 5, not 6+6+6+6+1). */
+void conv_implicit_weight_grad_positions(const float *g, const float *p, const long *off, float *dw, long O, long L,
+                                         long oh, long R, long pitch)
+{
+    long stride = oh * R, tiles_o = (O + POS_O - 1) / POS_O, tiles_l = (L + POS_L - 1) / POS_L;
+    long step_o = (O + tiles_o - 1) / tiles_o, step_l = (L + tiles_l - 1) / tiles_l;
+    for (long y = 0; y < oh; ++y)
+        for (long o = 0; o < O; o += step_o) {
+            int no = O - o < step_o ? (int)(O - o) : (int)step_o;
+            for (long l = 0; l < L; l += step_l) {
+                int nl = L - l < step_l ? (int)(L - l) : (int)step_l;
+                const float *go = g + o * stride + y * R, *py = p + y * pitch;
+                float *target = dw + o * L + l;
+#define POSITIONS(m, n) weight_tile_positions(m, n, go, stride, py, off + l, R, target, L)
+#define P4(n) POSITIONS(4, n)
+#define P3(n) POSITIONS(3, n)
+#define P2(n) POSITIONS(2, n)
+#define P1(n) POSITIONS(1, n)
+                switch (no) {
+                case 4: { BY_ROWS(nl, P4) } break;
+                case 3: { BY_ROWS(nl, P3) } break;
+                case 2: { BY_ROWS(nl, P2) } break;
+                default: { BY_ROWS(nl, P1) }
+                }
+#undef POSITIONS
+#undef P4
+#undef P3
+#undef P2
+#undef P1
+            }
+        }
+}
+
 /* dp[off[l + r] : +64] += sum over o of w[o * L + l + r] * g[o * stride : +64]. Tiles whose runs overlap
  * (neighbouring kernel offsets) are added one after another, so col2im's sums need no second pass. */
 INLINE void data_tile(int rows, long l, const float *w, long L, long O, const float *g, long stride,
@@ -186,4 +260,6 @@ void conv_implicit_weight_grad(const float *gt, const float *p, const long *off,
                                long oh, long R, long pitch) {}
 void conv_implicit_data_grad(const float *w, const float *g, const long *off, float *dp, long O, long L,
                              long oh, long R, long pitch) {}
+void conv_implicit_weight_grad_positions(const float *g, const float *p, const long *off, float *dw, long O, long L,
+                                         long oh, long R, long pitch) {}
 #endif

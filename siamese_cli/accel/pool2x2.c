@@ -59,3 +59,66 @@ void max_pool_2x2_backward(const float *restrict dy, const int *restrict offset,
             pair[2 * v + (at[v] & 1) + (at[v] >> 1) * W] = g[v];
     }
 }
+
+/* The same pooling in the batch-last layout (C, H, W, N) of the compiled convolution: the four values of a
+ * window are four runs of N floats, so each output is one branch-free pass over the batch. Offsets are taken
+ * in row-major order and a later one wins only if strictly greater (Caffe's first maximum), or if it is a NaN
+ * and the maximum so far is not (a NaN propagates; the offset names the first one). */
+#ifdef __AVX512F__
+#include <immintrin.h>
+
+#define TAKE(pointer, k)                                                                                  \
+    do {                                                                                                  \
+        __m512 value = _mm512_maskz_loadu_ps(mask, (pointer) + n);                                        \
+        __mmask16 take = _mm512_cmp_ps_mask(value, best, _CMP_GT_OQ) |                                   \
+                         (_mm512_cmp_ps_mask(value, value, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(best, best, _CMP_ORD_Q)); \
+        best = _mm512_mask_mov_ps(best, take, value);                                                     \
+        where = _mm512_mask_mov_epi32(where, take, _mm512_set1_epi32(k));                                 \
+    } while (0)
+
+void max_pool_2x2_batch_last_forward(const float *x, float *out, int *offset, long rows, long OW, long N)
+{
+    long W = 2 * OW;
+    for (long r = 0; r < rows; ++r)
+        for (long v = 0; v < OW; ++v) {
+            const float *w0 = x + (2 * r * W + 2 * v) * N, *w1 = w0 + N, *w2 = w0 + W * N, *w3 = w2 + N;
+            float *o = out + (r * OW + v) * N;
+            int *at = offset + (r * OW + v) * N;
+            for (long n = 0; n < N; n += 16) {
+                __mmask16 mask = N - n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (N - n)) - 1);
+                __m512 best = _mm512_maskz_loadu_ps(mask, w0 + n);
+                __m512i where = _mm512_setzero_si512();
+                TAKE(w1, 1);
+                TAKE(w2, 2);
+                TAKE(w3, 3);
+                _mm512_mask_storeu_ps(o + n, mask, best);
+                _mm512_mask_storeu_epi32(at + n, mask, where);
+            }
+        }
+}
+
+/* dx (C, H, W, N): each top gradient at its window's maximum, zeros at the window's other three places. */
+void max_pool_2x2_batch_last_backward(const float *dy, const int *offset, float *dx, long rows, long OW, long N)
+{
+    long W = 2 * OW;
+    for (long r = 0; r < rows; ++r)
+        for (long v = 0; v < OW; ++v) {
+            const float *g = dy + (r * OW + v) * N;
+            const int *at = offset + (r * OW + v) * N;
+            float *window = dx + (2 * r * W + 2 * v) * N;
+            for (long n = 0; n < N; n += 16) {
+                __mmask16 mask = N - n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (N - n)) - 1);
+                __m512 grad = _mm512_maskz_loadu_ps(mask, g + n);
+                __m512i where = _mm512_maskz_loadu_epi32(mask, at + n);
+                for (int k = 0; k < 4; ++k) {
+                    __mmask16 here = _mm512_cmpeq_epi32_mask(where, _mm512_set1_epi32(k));
+                    _mm512_mask_storeu_ps(window + (k >> 1) * W * N + (k & 1) * N + n, mask, _mm512_maskz_mov_ps(here, grad));
+                }
+            }
+        }
+}
+#else
+/* Without AVX-512 the convolution hands nothing over batch-last, so these are never called. */
+void max_pool_2x2_batch_last_forward(const float *x, float *out, int *offset, long rows, long OW, long N) {}
+void max_pool_2x2_batch_last_backward(const float *dy, const int *offset, float *dx, long rows, long OW, long N) {}
+#endif

@@ -32,6 +32,9 @@ class Layer:
     #: False when the net will never run this layer's backward pass (a TEST net, a deploy net), so that
     #: forward may skip what only backward reads (a copy of an input a layer running in place overwrites).
     needs_backward = True
+    #: The layer can take its bottoms and give its tops (and their diffs) in the batch-last layout
+    #: (Blob.defer_data); the net allows it on blobs that pass between two such layers and nowhere else.
+    batch_last = False
 
     def allow_backward(self, index):
         """False for bottoms that never take a gradient (labels), even under force_backward."""

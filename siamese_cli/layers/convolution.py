@@ -41,13 +41,13 @@ def by_group(array, axis, groups):
 class _Plan:
     """Buffers and views for one input shape, reused while the shape stays the same."""
 
-    def __init__(self, layer, shape):
+    def __init__(self, layer, shape, implicit=False):
         n, c, h, w = shape
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = layer.kernel, layer.stride, layer.pad, layer.dilation
         oh = conv_out_size(h, kh, sh, ph, dh)
         ow = conv_out_size(w, kw, sw, pw, dw)
         self.shape, self.out_hw = shape, (oh, ow)
-        self.batch_last = ow < SHORT_ROW
+        self.batch_last = ow < SHORT_ROW or implicit
         rows = c * kh * kw
         per_sample = rows * oh * ow * 4
         self.chunk = int(max(1, min(n, COLUMN_BUDGET // max(per_sample, 1))))
@@ -136,6 +136,7 @@ class Convolution(Layer):
     type = "Convolution"
     min_bottom = 1
     min_top = 1
+    batch_last = True  # on the compiled implicit-GEMM path; elsewhere it reads and writes (N, C, H, W)
 
     def setup(self, bottom, top):
         p = self.param.convolution_param
@@ -191,8 +192,10 @@ class Convolution(Layer):
             raise self.error(f"input has {shape[1]} channels, the weights expect {self.channels}")
         plan = self._plan
         if plan is None or plan.shape != shape:
-            plan = _Plan(self, shape)
-            plan.implicit = _implicit.Implicit(self, plan) if _implicit.applies(self, plan) else None
+            out_hw = tuple(conv_out_size(*args) for args in zip(shape[2:], self.kernel, self.stride, self.pad, self.dilation))
+            implicit = min(out_hw) > 0 and _implicit.applies(self, shape, out_hw)
+            plan = _Plan(self, shape, implicit)
+            plan.implicit = _implicit.Implicit(self, plan) if implicit else None
         oh, ow = plan.out_hw
         if oh <= 0 or ow <= 0:
             raise self.error(
@@ -233,7 +236,7 @@ class Convolution(Layer):
             return
         if plan.implicit is not None:
             for index, (b, t) in enumerate(zip(bottom, top)):
-                plan.implicit.forward(self, b.data, t.data, index)
+                plan.implicit.forward(self, b, t, index)
             return
         for index, (b, t) in enumerate(zip(bottom, top)):
             for start, stop in self._chunks(plan):
@@ -282,7 +285,7 @@ class Convolution(Layer):
         if plan.implicit is not None:
             for index, (t, b) in enumerate(zip(top, bottom)):
                 down = propagate_down[index] if index < len(propagate_down) else False
-                plan.implicit.backward(self, t.diff, b.diff if down else None, index)
+                plan.implicit.backward(self, t, b, down, index)
             return
         for index, (t, b) in enumerate(zip(top, bottom)):
             down = propagate_down[index] if index < len(propagate_down) else False

@@ -25,6 +25,7 @@ class Pooling(Layer):
     num_bottom = 1
     min_top = 1
     max_top = 2
+    batch_last = True  # 2x2 MAX tiles with the compiled kernels; any other pooling reads (N, C, H, W)
 
     def setup(self, bottom, top):
         p = self.param.pooling_param
@@ -38,6 +39,7 @@ class Pooling(Layer):
         self.ceil_mode = p.round_mode == p.CEIL
         self._shape = None
         self.kernels = accel.kernels() if self.method == _MAX else None
+        self._took_batch_last = False
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape
@@ -56,6 +58,7 @@ class Pooling(Layer):
             raise self.error(f"kernel {list(kernel)} is larger than the padded input {h}x{w} (pad {list(self.pad)})")
         self.window = kernel
         self._shape = shape
+        self._batch_last_buffers = {}
         self.top_shape = (n, c, oh, ow)
         # Non-overlapping windows that tile the input exactly: plain reshapes, no padded copy.
         self.tiled = ((ph, pw) == (0, 0) and h == oh * kh and w == ow * kw
@@ -137,6 +140,11 @@ class Pooling(Layer):
             np.copyto(top[1].data, self.argmax, casting="unsafe")
 
     def forward(self, bottom, top):
+        source = bottom[0].batch_last_data()
+        self._took_batch_last = source is not None and self.compiled == "tiles" and len(top) == 1
+        if self._took_batch_last:
+            self._forward_batch_last(source, top[0])
+            return
         x, out = bottom[0].data, top[0].data
         if self.compiled:
             self._forward_compiled(np.ascontiguousarray(x), top)
@@ -163,6 +171,38 @@ class Pooling(Layer):
                 out /= np.float32(self.window[0] * self.window[1])
             else:
                 out /= self.divisor
+
+    def _batch_last_buffer(self, name, shape, dtype=np.float32):
+        array = self._batch_last_buffers.get(name)
+        if array is None:
+            array = self._batch_last_buffers[name] = np.zeros(shape, dtype)
+        return array
+
+    def _forward_batch_last(self, x, top):
+        """2x2 tiles of a (C, H, W, N) bottom handed over by the compiled convolution; the top stays batch-last
+        where the net allows it (the next convolution reads it as its input as it is)."""
+        k, (n, c, oh, ow) = self.kernels, self.top_shape
+        out = self._batch_last_buffer("top", (c, oh, ow, n))
+        argmax = self._batch_last_buffer("argmax", (c, oh, ow, n), np.int32)
+        k.max_pool_2x2_batch_last_forward(k.ptr(x), k.ptr(out), k.ptr(argmax, accel.INT32), c * oh, ow, n)
+        if top.may_defer:
+            top.defer_data(out)
+        else:
+            np.copyto(top.data, out.transpose(3, 0, 1, 2))
+
+    def _backward_batch_last(self, top, bottom):
+        k, (n, c, oh, ow) = self.kernels, self.top_shape
+        grad = top.batch_last_diff()
+        if grad is None:
+            grad = self._batch_last_buffer("top_grad", (c, oh, ow, n))
+            np.copyto(grad, top.diff.transpose(1, 2, 3, 0))
+        dx = self._batch_last_buffer("bottom_grad", (c, 2 * oh, 2 * ow, n))
+        k.max_pool_2x2_batch_last_backward(k.ptr(grad), k.ptr(self._batch_last_buffers["argmax"], accel.INT32),
+                                           k.ptr(dx), c * oh, ow, n)
+        if bottom.may_defer:
+            bottom.defer_diff(dx)
+        else:
+            np.copyto(bottom.diff, dx.transpose(3, 0, 1, 2))
 
     def _forward_pairwise(self, x, out):
         """2x2 tiles: the max of each horizontal pair, then of the two rows; two bits locate the first maximum.
@@ -235,6 +275,9 @@ class Pooling(Layer):
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
+            return
+        if self._took_batch_last:
+            self._backward_batch_last(top[0], bottom[0])
             return
         dy, dx = top[0].diff, bottom[0].diff
         if self.compiled:

@@ -1,0 +1,118 @@
+"""Blobs handed over batch-last between the compiled convolution and 2x2 MAX pooling.
+
+Whoever reads a blob through `data`/`diff` must see the values the plain path gives; the layers
+that understand the (C, H, W, N) layout read it where it lies. The net allows the hand-over only
+between two such layers.
+"""
+import numpy as np
+import pytest
+
+from siamese_cli import accel
+from siamese_cli.blob import Blob
+from test_pooling import make as make_pooling
+from test_schedule import example_net
+
+
+def test_a_deferred_blob_reads_back_in_nchw_and_forgets_the_batch_last_copy():
+    rng = np.random.default_rng(0)
+    blob = Blob((2, 3, 4, 5))
+    values, grads = rng.standard_normal((2, 3, 4, 5, 2)).astype(np.float32)
+    blob.defer_data(values)
+    blob.defer_diff(grads)
+    assert blob.shape == (2, 3, 4, 5) and blob.count == 120
+    assert blob.batch_last_data() is values and blob.batch_last_diff() is grads  # shape and count do not settle
+    np.testing.assert_array_equal(blob.data, values.transpose(3, 0, 1, 2))
+    np.testing.assert_array_equal(blob.diff, grads.transpose(3, 0, 1, 2))
+    assert blob.batch_last_data() is None and blob.batch_last_diff() is None
+    blob.data[...] = 1.0  # a reader may write: the batch-last copy must not come back
+    assert np.all(blob.data == 1.0)
+
+
+def test_reshape_and_assignment_drop_a_deferred_copy():
+    blob = Blob((1, 2, 2, 2))
+    blob.defer_data(np.ones((2, 2, 2, 1), np.float32))
+    blob.reshape((1, 2, 3, 3))
+    assert blob.batch_last_data() is None and np.all(blob.data == 0)
+    blob.defer_diff(np.ones((2, 3, 3, 1), np.float32))
+    blob.diff = np.full((1, 2, 3, 3), 5.0, np.float32)
+    assert blob.batch_last_diff() is None and np.all(blob.diff == 5.0)
+
+
+def test_the_net_allows_the_hand_over_only_between_two_batch_last_layers():
+    net = example_net(4)
+    allowed = {name for name, blob in net.blobs.items() if blob.may_defer}
+    # conv1 -> pool1 -> conv2 -> pool2 in each tower; pool2 feeds an InnerProduct, which reads (N, C, H, W).
+    assert allowed == {"conv1", "pool1", "conv2", "conv1_p", "pool1_p", "conv2_p"}
+
+
+def _lenet_pass(setting, monkeypatch, batch=16):
+    monkeypatch.setenv(accel.ENV, setting)
+    rng = np.random.default_rng(5)
+    net = example_net(batch)
+    net.blobs["pair_data"].data[...] = rng.random((batch, 2, 28, 28), dtype=np.float32)
+    net.blobs["sim"].data[...] = (rng.random(batch) < 0.5).astype(np.float32)
+    net.clear_param_diffs()
+    loss = net.forward_backward()
+    handed_over = {name for name, blob in net.blobs.items()
+                   if blob.batch_last_data() is not None or blob.batch_last_diff() is not None}
+    blobs = {name: (blob.data.copy(), blob.diff.copy()) for name, blob in net.blobs.items()}
+    return loss, handed_over, blobs, [p.blob.diff.copy() for p in net.learnable_params]
+
+
+def test_the_towers_hand_over_batch_last_and_every_blob_reads_as_on_the_numpy_path(monkeypatch):
+    """The example's towers at batch 16: conv1 -> pool1 -> conv2 -> pool2 pass (C, H, W, N) arrays where AVX-512 is
+    there; read through data/diff, every blob and every gradient equals the numpy path's to float32 summation order."""
+    kernels = accel.kernels()
+    if kernels is None or not kernels.conv_implicit_available():
+        pytest.skip("the hand-over comes with the implicit-GEMM kernels (AVX-512)")
+    loss, handed_over, blobs, grads = _lenet_pass("1", monkeypatch)
+    plain_loss, plain_handed_over, plain_blobs, plain_grads = _lenet_pass("0", monkeypatch)
+    assert handed_over == {"conv1", "pool1", "conv2", "conv1_p", "pool1_p", "conv2_p"}
+    assert plain_handed_over == set()
+    assert loss == pytest.approx(plain_loss, rel=1e-5)
+    for name, (data, diff) in blobs.items():
+        for mine, theirs in ((data, plain_blobs[name][0]), (diff, plain_blobs[name][1])):
+            scale = max(np.abs(theirs).max(), 1e-12)
+            np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-5 * scale, err_msg=name)
+    for mine, theirs in zip(grads, plain_grads):
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-5 * np.abs(theirs).max())
+
+
+@pytest.mark.parametrize("hand_over", [False, True])
+def test_batch_last_pooling_keeps_caffes_first_maximum_and_routes_gradients_there(monkeypatch, hand_over):
+    """Ties everywhere (small integers), a NaN, and an odd batch (a masked tail): the same top and bottom gradient as the
+    numpy path on (N, C, H, W)."""
+    kernels = accel.kernels()
+    if kernels is None or not kernels.conv_implicit_available():
+        pytest.skip("the batch-last pooling kernels come with the implicit-GEMM kernels (AVX-512)")
+    rng = np.random.default_rng(6)
+    x = rng.integers(0, 3, (19, 3, 4, 6)).astype(np.float32)
+    x[2, 1, 0, 1] = np.nan
+    dy = rng.standard_normal((19, 3, 2, 3)).astype(np.float32)
+    results = []
+    for setting in ("1", "0"):
+        monkeypatch.setenv(accel.ENV, setting)
+        layer = make_pooling("pool: MAX kernel_size: 2 stride: 2")
+        bottom, top = Blob(x.shape), Blob()
+        bottom.data[...] = x
+        layer.setup([bottom], [top])
+        layer.reshape([bottom], [top])
+        if setting == "1":
+            bottom.defer_data(np.ascontiguousarray(x.transpose(1, 2, 3, 0)))
+            top.may_defer = bottom.may_defer = hand_over
+        layer.forward([bottom], [top])
+        assert (top.batch_last_data() is not None) == (setting == "1" and hand_over)
+        if top.batch_last_data() is not None:
+            top.defer_diff(np.ascontiguousarray(dy.transpose(1, 2, 3, 0)))
+        else:
+            top.diff[...] = dy
+        layer.backward([top], [True], [bottom])
+        assert (bottom.batch_last_diff() is not None) == (setting == "1" and hand_over)
+        results.append((top.data.copy(), bottom.diff.copy()))
+    (top, dx), (plain_top, plain_dx) = results
+    np.testing.assert_array_equal(top, plain_top)
+    assert np.isnan(top[2, 1, 0, 0])
+    # Which element of a window holding a NaN takes the gradient is not specified; everywhere else it is Caffe's.
+    finite = ~np.isnan(x).reshape(19, 3, 2, 2, 3, 2).any(axis=(3, 5)).repeat(2, axis=2).repeat(2, axis=3)
+    np.testing.assert_array_equal(dx[finite], plain_dx[finite])
+    assert np.count_nonzero(dx) == np.count_nonzero(dy)  # each gradient goes to one place in its window
