@@ -12,12 +12,11 @@ from .io.prototxt import field_line, read_net
 from .io.upgrade import read_weights
 from .layers import layer_class
 from .log import CaffeLog
+from .net_state import filter_net, layer_included, phase_value
 from .proto import caffe_pb2
 from .schedule import branch_schedule
 from .splits import insert_splits
 from .weights import copy_layers
-
-PHASES = {"TRAIN": caffe_pb2.TRAIN, "TEST": caffe_pb2.TEST}
 
 
 class LearnableParam:
@@ -30,44 +29,6 @@ class LearnableParam:
 
     def __repr__(self):
         return f"LearnableParam({self.name}, {self.blob.shape}, lr_mult={self.lr_mult}, decay_mult={self.decay_mult})"
-
-
-def _phase_value(phase):
-    if isinstance(phase, str):
-        try:
-            return PHASES[phase.upper()]
-        except KeyError:
-            raise SiameseError(f'unknown phase "{phase}"; use TRAIN or TEST') from None
-    return phase
-
-
-def state_meets_rule(state, rule):
-    """Caffe's NetStateRule test: phase, level bounds, required and excluded stages."""
-    if rule.HasField("phase") and rule.phase != state.phase:
-        return False
-    if rule.HasField("min_level") and state.level < rule.min_level:
-        return False
-    if rule.HasField("max_level") and state.level > rule.max_level:
-        return False
-    stages = set(state.stage)
-    if any(stage not in stages for stage in rule.stage):
-        return False
-    return not any(stage in stages for stage in rule.not_stage)
-
-
-def layer_included(layer_param, state):
-    if layer_param.include:
-        return any(state_meets_rule(state, rule) for rule in layer_param.include)
-    return not any(state_meets_rule(state, rule) for rule in layer_param.exclude)
-
-
-def filter_net(net_param, state):
-    """A copy of `net_param` holding only the layers that the net state admits."""
-    filtered = caffe_pb2.NetParameter()
-    filtered.CopyFrom(net_param)
-    del filtered.layer[:]
-    filtered.layer.extend(layer for layer in net_param.layer if layer_included(layer, state))
-    return filtered
 
 
 def _fillers(message, path=()):
@@ -112,7 +73,7 @@ class Net:
         self._definition = (str(model) if isinstance(model, (str, Path)) else source, net_param)
         state = caffe_pb2.NetState()
         state.MergeFrom(net_param.state)
-        state.phase = _phase_value(phase)
+        state.phase = phase_value(phase)
         state.level = level
         state.stage.extend(stages)
         self.phase = "TRAIN" if state.phase == caffe_pb2.TRAIN else "TEST"

@@ -186,7 +186,7 @@ def select_layers(net_param, phase="ALL"):
         raise SiameseError(f'unknown phase "{phase}"; use TRAIN, TEST or ALL')
     if phase == "ALL":
         return list(net_param.layer)
-    from ..net import layer_included
+    from ..net_state import layer_included
 
     state = caffe_pb2.NetState()
     state.MergeFrom(net_param.state)

@@ -34,7 +34,7 @@ def export_onnx(model, weights, out, opset=None, batch="dynamic"):
     """Write the ONNX form of deploy net `model` with `weights` to `out`; returns the onnx.ModelProto."""
     from ..export.onnx import DEFAULT_OPSET, check_supported, net_to_onnx
     from ..io.prototxt import read_net
-    from ..net import filter_net
+    from ..net_state import filter_net
     from ..proto import caffe_pb2
     from .plot_features import deploy_net
 
