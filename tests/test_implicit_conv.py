@@ -2,8 +2,9 @@
 
 test_convolution.py already runs its stride-1 short-row cases on both paths; these shapes are
 chosen to reach every tile remainder of the C side: more than 64 outputs (two output panels,
-the second partial), output and weight-column counts that are not multiples of the tile rows,
-and position runs that end inside a 16-float vector.
+the second partial), a last panel of 48 to 63 outputs (three full vectors, the rest by positions),
+output and weight-column counts that are not multiples of the tile rows, and position runs that
+end inside a 16-float vector.
 """
 import numpy as np
 import pytest
@@ -20,6 +21,10 @@ SHAPES = [
     ("num_output: 7 kernel_size: 2 pad: 1", (5, 3, 5, 7), (1, 1), (1, 1)),
     ("num_output: 9 kernel_h: 3 kernel_w: 2 dilation: 2 pad: 2", (2, 4, 6, 5), (2, 2), (2, 2)),
     ("num_output: 4 kernel_size: 3 bias_term: false", (1, 1, 5, 5), (0, 0), (1, 1)),
+    # a last output panel of 48 to 63: 48 in full vectors, the rest by positions (53: 5 of them; 112: 64 + 48, none);
+    # 15 and 18 weight columns end in tiles of 7 and 2 of the 8 rows
+    ("num_output: 53 kernel_h: 3 kernel_w: 5", (3, 1, 6, 7), (0, 0), (1, 1)),
+    ("num_output: 112 kernel_size: 3 pad: 1", (2, 2, 4, 4), (1, 1), (1, 1)),
 ]
 
 

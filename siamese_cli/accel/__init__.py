@@ -46,7 +46,7 @@ SIGNATURES = {
     # conv.c: arrays (the int64 offsets third), then O, L, oh, R, pitch; 0 from the first without AVX-512
     "conv_implicit_available": [],
     "conv_implicit_forward": [_f32, _f32, _i64, _f32, _f32] + [_int] * 5,
-    "conv_implicit_weight_grad": [_f32, _f32, _i64, _f32] + [_int] * 5,
+    "conv_implicit_weight_grad": [_f32, _f32, _f32, _i64, _f32] + [_int] * 5,  # the top gradient transposed, then as is
     "conv_implicit_data_grad": [_f32, _f32, _i64, _f32] + [_int] * 5,
     "conv_implicit_weight_grad_positions": [_f32, _f32, _i64, _f32] + [_int] * 5,
     # transpose.c: src, dst, then A, B, rows, cols and the strides sa, sb, si, da, db, dj (in floats)

@@ -14,6 +14,7 @@
 #define FWD_ROWS 5 /* output channels per forward tile: 5 x 4 accumulators (LeNet's 50 channels, no remainder) */
 #define DATA_ROWS 6 /* weight columns per data-gradient tile: 6 x 4 accumulators */
 #define WEIGHT_ROWS 6 /* weight columns per weight-gradient tile: 6 x 4 accumulators */
+#define WEIGHT_ROWS_48 8 /* weight columns per 48-output weight-gradient tile: 8 x 3 accumulators */
 #define POS_O 4 /* output channels per position-vectorised weight-gradient tile */
 #define POS_L 6 /* weight columns per position-vectorised weight-gradient tile: 4 x 6 accumulators */
 
@@ -99,44 +100,6 @@ void conv_implicit_forward(const float *w, const float *p, const long *off, cons
         }
 }
 
-/* wt[r][0:64] += sum over k in [k0, k1) of p[off[r] + k] * g[k * O : +64]: the weight gradient transposed,
- * one broadcast input value against a row of the transposed top gradient. */
-INLINE void weight_tile(int rows, const float *p, const long *off, const float *g, long O, long k0, long k1,
-                        float *wt, const __mmask16 mask[4])
-{
-    __m512 acc[6][4];
-    for (int r = 0; r < rows; ++r)
-        for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_maskz_loadu_ps(mask[v], wt + r * O + 16 * v);
-    for (long k = k0; k < k1; ++k) {
-        LOAD_ROW(g + k * O, mask, b0, b1, b2, b3);
-        for (int r = 0; r < rows; ++r)
-            FMA_ROW(acc[r], _mm512_set1_ps(p[off[r] + k]), b0, b1, b2, b3);
-    }
-    for (int r = 0; r < rows; ++r)
-        for (int v = 0; v < 4; ++v) _mm512_mask_storeu_ps(wt + r * O + 16 * v, mask[v], acc[r][v]);
-}
-
-/* wt (L, O) += implicit columns times the top gradient gt, given transposed as (oh * R, O). */
-void conv_implicit_weight_grad(const float *gt, const float *p, const long *off, float *wt, long O, long L,
-                               long oh, long R, long pitch)
-{
-    for (long y = 0; y < oh; ++y)
-        for (long k0 = 0; k0 < R; k0 += KBLOCK) {
-            long k1 = k0 + KBLOCK < R ? k0 + KBLOCK : R;
-            const float *row = p + y * pitch, *g = gt + y * R * O;
-            for (long o = 0; o < O; o += 64) {
-                __mmask16 mask[4];
-                panel_masks(O - o, mask);
-                for (long l = 0; l < L; l += WEIGHT_ROWS) {
-                    int rows = L - l < WEIGHT_ROWS ? (int)(L - l) : WEIGHT_ROWS;
-#define WEIGHT(n) weight_tile(n, row, off + l, g + o, O, k0, k1, wt + l * O + o, mask)
-                    BY_ROWS(rows, WEIGHT)
-#undef WEIGHT
-                }
-            }
-        }
-}
-
 /* The sum of the 16 floats of v, in a fixed order. */
 INLINE float sum16(__m512 v)
 {
@@ -156,10 +119,10 @@ INLINE float sum16(__m512 v)
         }                                                                                     \
     } while (0)
 
-/* dw[o][l] += the dot product over k < R of g[o * stride + k] and p[off[l] + k], for a tile of `no` output
- * channels by `nl` weight columns: the sums run 16 positions wide and are reduced once per output row. */
+/* dw[o * so + l * sl] += the dot product over k < R of g[o * stride + k] and p[off[l] + k], for a tile of `no`
+ * output channels by `nl` weight columns: the sums run 16 positions wide and are reduced once per output row. */
 INLINE void weight_tile_positions(int no, int nl, const float *g, long stride, const float *p, const long *off,
-                                  long R, float *dw, long L)
+                                  long R, float *dw, long so, long sl)
 {
     __m512 acc[POS_O][POS_L];
     for (int o = 0; o < no; ++o)
@@ -171,42 +134,124 @@ INLINE void weight_tile_positions(int no, int nl, const float *g, long stride, c
     for (int o = 0; o < no; ++o)
         for (int l = 0; l < nl; ++l) _mm512_storeu_ps(lanes[o][l], acc[o][l]);
     for (int o = 0; o < no; ++o)
-        for (int l = 0; l < nl; ++l) dw[o * L + l] += sum16(_mm512_loadu_ps(lanes[o][l]));
+        for (int l = 0; l < nl; ++l) dw[o * so + l * sl] += sum16(_mm512_loadu_ps(lanes[o][l]));
 }
 
-/* The weight gradient dw (O, L) += the top gradient g (O, oh, R) times the implicit columns, vectorised over the
- * positions rather than the outputs: for layers with few outputs (conv1's 20), whose 64-wide output panels in
- * conv_implicit_weight_grad would be mostly empty. Tiles are evened out (25 columns: five of 5, not 6+6+6+6+1). */
-void conv_implicit_weight_grad_positions(const float *g, const float *p, const long *off, float *dw, long O, long L,
-                                         long oh, long R, long pitch)
+/* wt[r][0:64] += sum over k in [k0, k1) of p[off[r] + k] * g[k * O : +64]: the weight gradient transposed,
+ * one broadcast input value against a row of the transposed top gradient. */
+INLINE void weight_tile(int rows, const float *p, const long *off, const float *g, long O, long k0, long k1,
+                        float *wt, const __mmask16 mask[4])
 {
-    long stride = oh * R, tiles_o = (O + POS_O - 1) / POS_O, tiles_l = (L + POS_L - 1) / POS_L;
-    long step_o = (O + tiles_o - 1) / tiles_o, step_l = (L + tiles_l - 1) / tiles_l;
-    for (long y = 0; y < oh; ++y)
-        for (long o = 0; o < O; o += step_o) {
-            int no = O - o < step_o ? (int)(O - o) : (int)step_o;
-            for (long l = 0; l < L; l += step_l) {
-                int nl = L - l < step_l ? (int)(L - l) : (int)step_l;
-                const float *go = g + o * stride + y * R, *py = p + y * pitch;
-                float *target = dw + o * L + l;
-#define POSITIONS(m, n) weight_tile_positions(m, n, go, stride, py, off + l, R, target, L)
+    __m512 acc[6][4];
+    for (int r = 0; r < rows; ++r)
+        for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_maskz_loadu_ps(mask[v], wt + r * O + 16 * v);
+    for (long k = k0; k < k1; ++k) {
+        LOAD_ROW(g + k * O, mask, b0, b1, b2, b3);
+        for (int r = 0; r < rows; ++r)
+            FMA_ROW(acc[r], _mm512_set1_ps(p[off[r] + k]), b0, b1, b2, b3);
+    }
+    for (int r = 0; r < rows; ++r)
+        for (int v = 0; v < 4; ++v) _mm512_mask_storeu_ps(wt + r * O + 16 * v, mask[v], acc[r][v]);
+}
+
+/* For output row y (g and py at that row): dw[o * so + l * sl] += the sums of outputs [o0, o1) and all L weight
+ * columns, in tiles evened out over the range (25 columns: five of 5, not 6 + 6 + 6 + 6 + 1). */
+static void positions_row(const float *g, long stride, const float *py, const long *off, long R, long o0, long o1,
+                          long L, float *dw, long so, long sl)
+{
+    long tiles_o = (o1 - o0 + POS_O - 1) / POS_O, tiles_l = (L + POS_L - 1) / POS_L;
+    long step_o = (o1 - o0 + tiles_o - 1) / tiles_o, step_l = (L + tiles_l - 1) / tiles_l;
+    for (long o = o0; o < o1; o += step_o) {
+        int no = o1 - o < step_o ? (int)(o1 - o) : (int)step_o;
+        for (long l = 0; l < L; l += step_l) {
+            int nl = L - l < step_l ? (int)(L - l) : (int)step_l;
+            const float *go = g + o * stride;
+            float *target = dw + o * so + l * sl;
+#define POSITIONS(m, n) weight_tile_positions(m, n, go, stride, py, off + l, R, target, so, sl)
 #define P4(n) POSITIONS(4, n)
 #define P3(n) POSITIONS(3, n)
 #define P2(n) POSITIONS(2, n)
 #define P1(n) POSITIONS(1, n)
-                switch (no) {
-                case 4: { BY_ROWS(nl, P4) } break;
-                case 3: { BY_ROWS(nl, P3) } break;
-                case 2: { BY_ROWS(nl, P2) } break;
-                default: { BY_ROWS(nl, P1) }
-                }
+            switch (no) {
+            case 4: { BY_ROWS(nl, P4) } break;
+            case 3: { BY_ROWS(nl, P3) } break;
+            case 2: { BY_ROWS(nl, P2) } break;
+            default: { BY_ROWS(nl, P1) }
+            }
 #undef POSITIONS
 #undef P4
 #undef P3
 #undef P2
 #undef P1
+        }
+    }
+}
+
+/* The weight gradient dw (O, L) += the top gradient g (O, oh, R) times the implicit columns, vectorised over the
+ * positions rather than the outputs: for layers with few outputs (conv1's 20), whose 64-wide output panels in
+ * conv_implicit_weight_grad would be mostly empty. */
+void conv_implicit_weight_grad_positions(const float *g, const float *p, const long *off, float *dw, long O, long L,
+                                         long oh, long R, long pitch)
+{
+    for (long y = 0; y < oh; ++y) positions_row(g + y * R, oh * R, p + y * pitch, off, R, 0, O, L, dw, L, 1);
+}
+
+/* wt[r][0:48] += sum over k in [k0, k1) of p[off[r] + k] * g[k * O : +48]: three full vectors and 8 weight columns,
+ * for outputs whose last 64-wide panel would hold 48 to 63 (LeNet's 50: the fourth vector would carry 2 of 16). */
+INLINE void weight_tile_48(int rows, const float *p, const long *off, const float *g, long O, long k0, long k1,
+                           float *wt)
+{
+    __m512 acc[WEIGHT_ROWS_48][3];
+    for (int r = 0; r < rows; ++r)
+        for (int v = 0; v < 3; ++v) acc[r][v] = _mm512_loadu_ps(wt + r * O + 16 * v);
+    for (long k = k0; k < k1; ++k) {
+        __m512 b0 = _mm512_loadu_ps(g + k * O), b1 = _mm512_loadu_ps(g + k * O + 16), b2 = _mm512_loadu_ps(g + k * O + 32);
+        for (int r = 0; r < rows; ++r) {
+            __m512 x = _mm512_set1_ps(p[off[r] + k]);
+            acc[r][0] = _mm512_fmadd_ps(x, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(x, b1, acc[r][1]);
+            acc[r][2] = _mm512_fmadd_ps(x, b2, acc[r][2]);
+        }
+    }
+    for (int r = 0; r < rows; ++r)
+        for (int v = 0; v < 3; ++v) _mm512_storeu_ps(wt + r * O + 16 * v, acc[r][v]);
+}
+
+/* wt (L, O) += implicit columns times the top gradient, given transposed as gt (oh * R, O) and as g (O, oh * R).
+ * Outputs are taken 64 at a time; a last panel of 48 to 63 runs as 48 in full vectors, and the rest (fewer than
+ * 16) through the positions kernel, which reads g. */
+void conv_implicit_weight_grad(const float *gt, const float *g, const float *p, const long *off, float *wt, long O,
+                               long L, long oh, long R, long pitch)
+{
+    long split = O % 64 >= 48 ? O - O % 64 + 48 : O;
+    for (long y = 0; y < oh; ++y)
+        for (long k0 = 0; k0 < R; k0 += KBLOCK) {
+            long k1 = k0 + KBLOCK < R ? k0 + KBLOCK : R;
+            const float *row = p + y * pitch, *gy = gt + y * R * O;
+            for (long o = 0; o < split; o += 64) {
+                if (split - o == 48) {
+                    for (long l = 0; l < L; l += WEIGHT_ROWS_48) {
+                        int rows = L - l < WEIGHT_ROWS_48 ? (int)(L - l) : WEIGHT_ROWS_48;
+#define WEIGHT_48(n) weight_tile_48(n, row, off + l, gy + o, O, k0, k1, wt + l * O + o)
+                        if (rows == 8) WEIGHT_48(8);
+                        else if (rows == 7) WEIGHT_48(7);
+                        else { BY_ROWS(rows, WEIGHT_48) }
+#undef WEIGHT_48
+                    }
+                    continue;
+                }
+                __mmask16 mask[4];
+                panel_masks(split - o, mask);
+                for (long l = 0; l < L; l += WEIGHT_ROWS) {
+                    int rows = L - l < WEIGHT_ROWS ? (int)(L - l) : WEIGHT_ROWS;
+#define WEIGHT(n) weight_tile(n, row, off + l, gy + o, O, k0, k1, wt + l * O + o, mask)
+                    BY_ROWS(rows, WEIGHT)
+#undef WEIGHT
+                }
             }
         }
+    if (split < O)
+        for (long y = 0; y < oh; ++y) positions_row(g + y * R, oh * R, p + y * pitch, off, R, split, O, L, wt, 1, O);
 }
 
 /* dp[off[l + r] : +64] += sum over o of w[o * L + l + r] * g[o * stride : +64]. Tiles whose runs overlap
@@ -256,8 +301,8 @@ void conv_implicit_data_grad(const float *w, const float *g, const long *off, fl
 int conv_implicit_available(void) { return 0; }
 void conv_implicit_forward(const float *w, const float *p, const long *off, const float *bias, float *out,
                            long O, long L, long oh, long R, long pitch) {}
-void conv_implicit_weight_grad(const float *gt, const float *p, const long *off, float *wt, long O, long L,
-                               long oh, long R, long pitch) {}
+void conv_implicit_weight_grad(const float *gt, const float *g, const float *p, const long *off, float *wt, long O,
+                               long L, long oh, long R, long pitch) {}
 void conv_implicit_data_grad(const float *w, const float *g, const long *off, float *dp, long O, long L,
                              long oh, long R, long pitch) {}
 void conv_implicit_weight_grad_positions(const float *g, const float *p, const long *off, float *dw, long O, long L,

@@ -115,8 +115,8 @@ class Implicit:
             _transpose(kernels, grad, transposed, o, oh * ow * n)
             weight_grad = plan.buffer("implicit_weight_grad_t", (self.offsets.size, o))
             weight_grad.fill(0)
-            kernels.conv_implicit_weight_grad(kernels.ptr(transposed), kernels.ptr(padded), self._offsets(kernels),
-                                              kernels.ptr(weight_grad), *self._sizes(layer))
+            kernels.conv_implicit_weight_grad(kernels.ptr(transposed), kernels.ptr(grad), kernels.ptr(padded),
+                                              self._offsets(kernels), kernels.ptr(weight_grad), *self._sizes(layer))
             layer.blobs[0].diff.reshape(o, -1)[...] += weight_grad.T
         if not down:
             return
