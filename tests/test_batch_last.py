@@ -116,3 +116,46 @@ def test_batch_last_pooling_keeps_caffes_first_maximum_and_routes_gradients_ther
     finite = ~np.isnan(x).reshape(19, 3, 2, 2, 3, 2).any(axis=(3, 5)).repeat(2, axis=2).repeat(2, axis=3)
     np.testing.assert_array_equal(dx[finite], plain_dx[finite])
     assert np.count_nonzero(dx) == np.count_nonzero(dy)  # each gradient goes to one place in its window
+
+
+CHAIN = """
+name: "chain" force_backward: true
+input: "data" input_shape { dim: 4 dim: 3 dim: 8 dim: 8 }
+input: "target" input_shape { dim: 4 dim: 3 dim: 1 dim: 1 }
+layer { name: "a" type: "Convolution" bottom: "data" top: "a" convolution_param { num_output: 5 kernel_size: 3 pad: 1 FILL } }
+layer { name: "pa" type: "Pooling" bottom: "a" top: "pa" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "b" type: "Convolution" bottom: "pa" top: "b" convolution_param { num_output: 50 kernel_size: 3 pad: 1 FILL } }
+layer { name: "pb" type: "Pooling" bottom: "b" top: "pb" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "c" type: "Convolution" bottom: "pb" top: "c" convolution_param { num_output: 3 kernel_size: 2 FILL } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "c" bottom: "target" top: "loss" }
+""".replace("FILL", 'weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "gaussian" std: 0.3 }')
+
+
+def test_padded_convolutions_take_a_batch_last_bottom_and_give_back_plain_gradients(kernel_path, tmp_path, monkeypatch):
+    """b pads the batch-last pooled input it is handed (a copy into its padded buffer) and, padded, gives its bottom
+    gradient back in (N, C, H, W); c reads pb's batch-last top where it lies. Both paths give the same values."""
+    from siamese_cli.net import Net
+
+    if kernel_path == "compiled" and not accel.kernels().conv_implicit_available():
+        pytest.skip("the hand-over comes with the implicit-GEMM kernels (AVX-512)")
+    path = tmp_path / "chain.prototxt"
+    path.write_text(CHAIN)
+    data = np.random.default_rng(8).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    results = {}
+    for setting in ("1", "0"):  # this fixture's path (thresholds lowered for the compiled one), then numpy's
+        monkeypatch.setenv(accel.ENV, setting if kernel_path == "compiled" else "0")
+        net = Net(str(path), phase="TRAIN", seed=3)
+        net.blobs["data"].data[...] = data
+        net.blobs["target"].data[...] = 0.5
+        net.clear_param_diffs()
+        net.forward_backward()
+        handed = {name for name, blob in net.blobs.items()
+                  if blob.batch_last_data() is not None or blob.batch_last_diff() is not None}
+        results[setting] = handed, {name: (blob.data.copy(), blob.diff.copy()) for name, blob in net.blobs.items()}, \
+            [p.blob.diff.copy() for p in net.learnable_params]
+    assert results["1"][0] == ({"a", "pa", "b", "pb"} if kernel_path == "compiled" else set())
+    for name, (data_, diff) in results["1"][1].items():
+        for mine, theirs in zip((data_, diff), results["0"][1][name]):
+            np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-5 * max(np.abs(theirs).max(), 1e-12), err_msg=name)
+    for mine, theirs in zip(results["1"][2], results["0"][2]):
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-5 * np.abs(theirs).max())
