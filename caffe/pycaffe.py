@@ -140,6 +140,7 @@ class Net:
         self._set(inputs, "data")
         for i in range(first, last + 1):
             self._net.forward_layer(i)
+        self._net.end_pass()  # arrays taken from net.blobs before the pass are current, as in Caffe
         names = self.top_names[self._layer_names[last]] if end is not None else self.outputs
         return {name: self.blobs[name].data for name in dict.fromkeys(list(names) + list(blobs or []))}
 
@@ -154,6 +155,7 @@ class Net:
         for i in range(first, last - 1, -1):
             if self._net.layer_needs_backward[i]:
                 self._net.backward_layer(i)
+        self._net.end_pass()
         names = self.bottom_names[self._layer_names[last]] if end is not None else self.inputs
         return {name: self.blobs[name].diff for name in dict.fromkeys(list(names) + list(diffs or []))}
 

@@ -55,6 +55,10 @@ class Blob:
     def defer_diff(self, batch_last):
         self._diff_batch_last = batch_last
 
+    def settle(self):
+        """Write any pending batch-last copy out in (N, C, H, W) now (as reading `data` and `diff` does)."""
+        return self.data, self.diff
+
     def batch_last_data(self):
         """The (C, H, W, N) array holding the data, if it was handed over that way; None otherwise."""
         return self._data_batch_last

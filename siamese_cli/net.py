@@ -1,4 +1,5 @@
 """Net: the layers and blobs of one phase of a Caffe net definition, wired in prototxt order."""
+import contextlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -8,6 +9,7 @@ from .blob import Blob
 from .errors import SiameseError
 from .io.files import write_bytes_atomic
 from .fillers import KINDS as FILLER_KINDS
+from .handover import allow_hand_over
 from .io.prototxt import field_line, read_net
 from .io.upgrade import read_weights
 from .layers import layer_class
@@ -132,7 +134,8 @@ class Net:
                 self.params[lp.name] = layer.blobs
             self._loss_weights.append(self._layer_loss_weights(layer, lp, tops))
         self._plan_backward()
-        self._allow_batch_last()
+        self.keep_batch_last = False
+        self._deferrable = allow_hand_over(self.layers, self.bottoms, self.tops)
         available = dict.fromkeys(self.param.input)
         for lp in self.param.layer:
             for name in lp.bottom:
@@ -232,19 +235,26 @@ class Net:
         for layer, need in zip(self.layers, layer_needs):
             layer.needs_backward = bool(need)
 
-    def _allow_batch_last(self):
-        """Blobs written by one batch-last layer and read by one other (not in place, not an output) may be deferred."""
-        writers, readers = {}, {}
-        for i, (bottoms, tops) in enumerate(zip(self.bottoms, self.tops)):
-            for blob in tops:
-                writers.setdefault(id(blob), []).append(i)
-            for blob in bottoms:
-                readers.setdefault(id(blob), []).append(i)
-        for i, tops in enumerate(self.tops):
-            for blob in tops:
-                after = readers.get(id(blob), [])
-                blob.may_defer = (writers[id(blob)] == [i] and len(after) == 1 and self.layers[i].batch_last
-                                  and self.layers[after[0]].batch_last)
+    def settle(self):
+        """Write every blob handed over batch-last out in (N, C, H, W): arrays a caller holds are current again."""
+        for blob in self._deferrable:
+            blob.settle()
+
+    @contextlib.contextmanager
+    def batch_last_between_passes(self):
+        """Within this block, passes leave handed-over blobs batch-last (the solver's loop: nobody holds their arrays);
+        outside it every public pass ends settled, as Caffe's blobs are always current in memory."""
+        self.keep_batch_last = True
+        try:
+            yield self
+        finally:
+            self.keep_batch_last = False
+            self.settle()
+
+    def end_pass(self):
+        """What every public pass ends with: settled blobs, unless inside batch_last_between_passes."""
+        if not self.keep_batch_last:
+            self.settle()
 
     # ---- running ------------------------------------------------------------------
     def forward_layer(self, i):
@@ -275,19 +285,24 @@ class Net:
             self.blobs[name].reshape(array.shape)
             self.blobs[name].data[...] = array
         self._forward()
+        self.end_pass()
         return {name: self.blobs[name].data.copy() for name in self.outputs}
 
     def forward_loss(self):
         """One forward pass over whatever the inputs hold; the weighted loss."""
-        return self._forward()
+        loss = self._forward()
+        self.end_pass()
+        return loss
 
     def backward(self):
         """Backpropagate from the loss tops; parameter gradients ADD into their diffs."""
         if self.schedule is not None:
-            return self.schedule.backward()
-        for i in reversed(range(len(self.layers))):
-            if self.layer_needs_backward[i]:
-                self.backward_layer(i)
+            self.schedule.backward()
+        else:
+            for i in reversed(range(len(self.layers))):
+                if self.layer_needs_backward[i]:
+                    self.backward_layer(i)
+        self.end_pass()
 
     def forward_backward(self):
         loss = self._forward()

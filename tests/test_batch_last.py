@@ -10,7 +10,7 @@ import pytest
 from siamese_cli import accel
 from siamese_cli.blob import Blob
 from test_pooling import make as make_pooling
-from test_schedule import example_net
+from test_schedule import EXAMPLES, example_net
 
 
 def test_a_deferred_blob_reads_back_in_nchw_and_forgets_the_batch_last_copy():
@@ -52,10 +52,11 @@ def _lenet_pass(setting, monkeypatch, batch=16):
     net.blobs["pair_data"].data[...] = rng.random((batch, 2, 28, 28), dtype=np.float32)
     net.blobs["sim"].data[...] = (rng.random(batch) < 0.5).astype(np.float32)
     net.clear_param_diffs()
-    loss = net.forward_backward()
-    handed_over = {name for name, blob in net.blobs.items()
-                   if blob.batch_last_data() is not None or blob.batch_last_diff() is not None}
-    blobs = {name: (blob.data.copy(), blob.diff.copy()) for name, blob in net.blobs.items()}
+    with net.batch_last_between_passes():  # as in the solver's loop
+        loss = net.forward_backward()
+        handed_over = {name for name, blob in net.blobs.items()
+                       if blob.batch_last_data() is not None or blob.batch_last_diff() is not None}
+        blobs = {name: (blob.data.copy(), blob.diff.copy()) for name, blob in net.blobs.items()}
     return loss, handed_over, blobs, [p.blob.diff.copy() for p in net.learnable_params]
 
 
@@ -148,14 +149,96 @@ def test_padded_convolutions_take_a_batch_last_bottom_and_give_back_plain_gradie
         net.blobs["data"].data[...] = data
         net.blobs["target"].data[...] = 0.5
         net.clear_param_diffs()
-        net.forward_backward()
-        handed = {name for name, blob in net.blobs.items()
-                  if blob.batch_last_data() is not None or blob.batch_last_diff() is not None}
-        results[setting] = handed, {name: (blob.data.copy(), blob.diff.copy()) for name, blob in net.blobs.items()}, \
-            [p.blob.diff.copy() for p in net.learnable_params]
+        with net.batch_last_between_passes():
+            net.forward_backward()
+            handed = {name for name, blob in net.blobs.items()
+                      if blob.batch_last_data() is not None or blob.batch_last_diff() is not None}
+            results[setting] = handed, {name: (blob.data.copy(), blob.diff.copy()) for name, blob in net.blobs.items()}, \
+                [p.blob.diff.copy() for p in net.learnable_params]
     assert results["1"][0] == ({"a", "pa", "b", "pb"} if kernel_path == "compiled" else set())
     for name, (data_, diff) in results["1"][1].items():
         for mine, theirs in zip((data_, diff), results["0"][1][name]):
             np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-5 * max(np.abs(theirs).max(), 1e-12), err_msg=name)
     for mine, theirs in zip(results["1"][2], results["0"][2]):
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-5 * np.abs(theirs).max())
+
+
+def test_public_passes_and_solver_steps_leave_every_array_a_caller_holds_current(monkeypatch):
+    """pycaffe code keeps `net.blobs['conv1'].data` and reads it after later passes, as Caffe's memory allows: outside
+    the solver's loop every pass ends settled, and so does every solver step."""
+    kernels = accel.kernels()
+    if kernels is None or not kernels.conv_implicit_available():
+        pytest.skip("the hand-over comes with the implicit-GEMM kernels (AVX-512)")
+    rng = np.random.default_rng(9)
+    pairs = [rng.random((16, 2, 28, 28), dtype=np.float32) for _ in range(2)]
+    sim = (rng.random(16) < 0.5).astype(np.float32)
+    values = []
+    for setting in ("1", "0"):
+        monkeypatch.setenv(accel.ENV, setting)
+        net = example_net(16)
+        held = {name: (net.blobs[name].data, net.blobs[name].diff) for name in ("conv1", "pool1", "conv2")}
+        for pair in pairs:  # the second pass must reach the arrays taken before the first
+            net.blobs["pair_data"].data[...] = pair
+            net.blobs["sim"].data[...] = sim
+            net.forward_backward()
+        assert all(blob.batch_last_data() is None and blob.batch_last_diff() is None for blob in net.blobs.values())
+        values.append({name: (data.copy(), diff.copy()) for name, (data, diff) in held.items()})
+    for name, (data, diff) in values[0].items():
+        for mine, theirs in zip((data, diff), values[1][name]):
+            np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-5 * np.abs(theirs).max(), err_msg=name)
+
+
+def test_a_solver_step_hands_over_inside_and_settles_when_it_returns():
+    from siamese_cli.proto import caffe_pb2
+    from siamese_cli.solvers import make_solver
+
+    kernels = accel.kernels()
+    if kernels is None or not kernels.conv_implicit_available():
+        pytest.skip("the hand-over comes with the implicit-GEMM kernels (AVX-512)")
+    param = caffe_pb2.SolverParameter(base_lr=0.01, lr_policy="fixed", max_iter=2, random_seed=1)
+    param.net_param.CopyFrom(example_net(16).param)  # Input layers in place of the DBs
+    solver = make_solver(param, log=lambda *a, **k: None)
+    seen = []
+    forward_backward = solver.net.forward_backward
+
+    def probe():
+        loss = forward_backward()
+        seen.append(solver.net.blobs["conv1"].batch_last_data() is not None)
+        return loss
+
+    solver.net.forward_backward = probe
+    solver.step(2)
+    assert seen == [True, True]
+    assert all(blob.batch_last_data() is None and blob.batch_last_diff() is None for blob in solver.net.blobs.values())
+    solver.close()
+
+
+def test_pycaffe_forward_keeps_held_arrays_current(tmp_path, monkeypatch):
+    """The deploy tower through pycaffe at batch 64, twice: conv1's array taken before the first pass holds the second
+    pass's values (start/end passes too), equal to the numpy path's."""
+    import caffe
+    from siamese_cli.io.prototxt import read_net, to_text
+
+    kernels = accel.kernels()
+    if kernels is None or not kernels.conv_implicit_available():
+        pytest.skip("the hand-over comes with the implicit-GEMM kernels (AVX-512)")
+    deploy = read_net(EXAMPLES / "mnist_siamese.prototxt")
+    deploy.input_shape[0].dim[0] = 64
+    path = tmp_path / "deploy.prototxt"
+    path.write_text(to_text(deploy))
+    images = [np.random.default_rng(k).random((64, 1, 28, 28), dtype=np.float32) for k in (10, 11)]
+    seen = []
+    for setting in ("1", "0"):
+        monkeypatch.setenv(accel.ENV, setting)
+        net = caffe.Net(str(path), caffe.TEST)
+        for name in net.params:  # the same weights on both paths
+            for k, blob in enumerate(net.params[name]):
+                blob.data[...] = np.random.default_rng(len(name) + k).standard_normal(blob.data.shape) * 0.1
+        conv1, pool1 = net.blobs["conv1"].data, net.blobs["pool1"].data
+        for x in images:
+            net.forward(data=x)
+        after_full = conv1.copy()
+        net.forward(end="pool1", data=images[0])
+        seen.append((after_full, pool1.copy()))
+    for mine, theirs in zip(*seen):
         np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-5 * np.abs(theirs).max())

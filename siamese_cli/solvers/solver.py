@@ -4,7 +4,7 @@ Subclasses differ only in `compute_update`, the rule that turns one parameter's
 regularised gradient into the step that is subtracted from its data.
 """
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +175,13 @@ class Solver(Snapshots):
         self.log("Optimization Done.")
 
     def step(self, iters, bar=None):
+        """Run `iters` iterations (with their test passes and snapshots); every blob is current when it returns."""
+        with ExitStack() as passes:
+            for net in [self.net, *self.test_nets]:
+                passes.enter_context(net.batch_last_between_passes())
+            self._step(iters, bar)
+
+    def _step(self, iters, bar):
         p = self.param
         start_iter, stop_iter = self.iter, self.iter + iters
         self.losses, self.smoothed_loss = [], 0.0
