@@ -43,7 +43,7 @@ SIGNATURES = {
     # depthwise.c: arrays, then N, C, m, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw and the channel range c0, c1
     "depthwise_forward": [_f32] * 4 + [_int] * 17,
     "depthwise_backward": [_f32] * 6 + [_f64, _f32] + [_int] * 17,
-    # conv.c: arrays (the int64 offsets third), then O, L, oh, R, pitch; 0 from the first without AVX-512
+    # conv.c: arrays (the int64 offsets after the input), then O, L, oh, R, pitch; 0 from the first without AVX-512
     "conv_implicit_available": [],
     "conv_implicit_forward": [_f32, _f32, _i64, _f32, _f32] + [_int] * 5,
     "conv_implicit_weight_grad": [_f32, _f32, _f32, _i64, _f32] + [_int] * 5,  # the top gradient transposed, then as is

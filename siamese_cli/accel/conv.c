@@ -5,8 +5,10 @@
  * and pitch = wp * N: the column matrix of im2col is never built, and the data gradient is added
  * straight into the padded gradient instead of going through a column gradient and col2im.
  * The products are blocked as a BLAS micro-kernel is: a tile of up to 6 x 64 sums held in 24 AVX-512
- * registers, one operand broadcast, the other loaded 64 floats at a time. Sums run in a fixed order,
- * so results are the same run to run; they equal numpy's to float32 summation order. */
+ * registers, one operand broadcast, the other loaded 64 floats at a time (8 x 48 for a weight gradient's
+ * last output panel of 48 to 63; for few outputs the weight gradient runs 16 positions wide instead).
+ * Sums run in a fixed order, so results are the same run to run; they equal numpy's to float32
+ * summation order. */
 #include <immintrin.h>
 
 #define INLINE static inline __attribute__((always_inline))
