@@ -1,4 +1,4 @@
-"""Small shape helpers the layers share: Caffe's axis and legacy-shape conventions."""
+"""Small helpers the layers share: Caffe's axis and legacy-shape conventions, loss normalisation, work arrays."""
 import numpy as np
 
 from ..proto import caffe_pb2
@@ -96,3 +96,17 @@ def channel_affine(kernels, x, scale, shift, out):
     np.multiply(x, scale.reshape(1, -1, 1), out=out)
     if shift is not None:
         out += shift.reshape(1, -1, 1)
+
+
+class WorkBuffers:
+    """Work arrays kept between calls, by name: fresh arrays would cost page faults on every pass."""
+
+    def __init__(self):
+        self._arrays = {}
+
+    def get(self, name, shape, dtype=np.float32):
+        """The array `name` of this shape and dtype: the kept one, or a new zeroed one when either changed."""
+        array = self._arrays.get(name)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = self._arrays[name] = np.zeros(shape, dtype)
+        return array

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import accel
 from ..schedule import requested_lanes
+from ._common import WorkBuffers
 
 #: Output rows shorter than this use the channels-last layout.
 SHORT_ROW = 16
@@ -42,7 +43,7 @@ class Depthwise:
         self.multiplier = multiplier
         self.threads = requested_lanes() if threads is None else threads  # SIAMESE_BRANCH_THREADS=1: one
         self._inputs = {}  # bottom index -> its padded input, kept for backward
-        self._buffers = {}
+        self._buffers = WorkBuffers()
         self.kernels = accel.kernels()
         self._bottoms = {}  # compiled path: bottom index -> the bottom itself, read again by backward as Caffe does
 
@@ -106,15 +107,6 @@ class Depthwise:
 
         self._each_channel_range(x.shape[1], channels, dy.size)
 
-    def _buffer(self, name, shape, zero=False):
-        """A float32 work array kept between calls (fresh arrays cost page faults on every pass)."""
-        array = self._buffers.get(name)
-        if array is None or array.shape != shape:
-            array = self._buffers[name] = np.zeros(shape, np.float32)
-        elif zero:
-            array.fill(0)
-        return array
-
     def _spatial(self, i, j, out_hw):
         """Row and column slices that kernel offset (i, j) reads from the padded input."""
         (sh, sw), (dh, dw) = self.stride, self.dilation
@@ -153,15 +145,15 @@ class Depthwise:
             x = np.repeat(x, self.multiplier, axis=1)
         out_hw = out.shape[2:]
         last, shape = self._layout(x.shape, out_hw)
-        padded = self._buffer(("padded", key), shape)  # the border stays zero: only the interior is written
+        padded = self._buffers.get(("padded", key), shape)  # the border stays zero: only the interior is written
         np.copyto(self._interior(padded, last, x.shape[2:]), x)
         self._inputs[key] = (padded, last, x.shape[2:])
         if not last:
             self._forward_flat(padded, weights, bias, out)
             return
         oh, ow = out_hw
-        total = self._buffer("total", (oh, ow) + shape[2:] if last else out.shape)
-        scratch = self._buffer("scratch", total.shape)
+        total = self._buffers.get("total", (oh, ow) + shape[2:] if last else out.shape)
+        scratch = self._buffers.get("scratch", total.shape)
         per_row = total[:1].nbytes if last else total[:, :, :1].nbytes
         step = max(1, BLOCK_BYTES // max(per_row, 1))
         (sh, _), (dh, _) = self.stride, self.dilation
@@ -208,7 +200,7 @@ class Depthwise:
         (sh, sw), (dh, dw) = self.stride, self.dilation
         n, c, hp, wp = padded.shape
         ph, pw = -(-hp // sh), -(-wp // sw)
-        phases = self._buffer("phases", (sh * sw, n * c, ph * pw))
+        phases = self._buffers.get("phases", (sh * sw, n * c, ph * pw))
         grid = phases.reshape(sh, sw, n, c, ph, pw)
         for a in range(sh):
             for b in range(sw):
@@ -228,8 +220,8 @@ class Depthwise:
         else:
             flat, runs, wp = self._phases(padded)
             length = (oh - 1) * wp + ow
-        total = self._buffer("total", (n * c, oh * wp))
-        scratch = self._buffer("scratch", (n * c, length))
+        total = self._buffers.get("total", (n * c, oh * wp))
+        scratch = self._buffers.get("scratch", (n * c, length))
         taps = np.tile(weights.reshape(c, -1), (n, 1))  # (N * C, kh * kw)
         step = max(1, BLOCK_BYTES // (length * 4))
 

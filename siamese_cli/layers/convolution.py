@@ -11,6 +11,7 @@ from numpy.lib.stride_tricks import as_strided
 from ..blob import Blob
 from ..fillers import fill
 from . import _implicit, _pointwise
+from ._common import WorkBuffers
 from ._depthwise import Depthwise
 from ._geometry import conv_geometry, conv_out_size
 from .base import Layer
@@ -41,12 +42,11 @@ def by_group(array, axis, groups):
 class _Plan:
     """Buffers and views for one input shape, reused while the shape stays the same."""
 
-    def __init__(self, layer, shape, implicit=False):
+    def __init__(self, layer, shape, out_hw, implicit):
         n, c, h, w = shape
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = layer.kernel, layer.stride, layer.pad, layer.dilation
-        oh = conv_out_size(h, kh, sh, ph, dh)
-        ow = conv_out_size(w, kw, sw, pw, dw)
-        self.shape, self.out_hw = shape, (oh, ow)
+        oh, ow = out_hw
+        self.shape, self.out_hw = shape, out_hw
         self.batch_last = ow < SHORT_ROW or implicit
         rows = c * kh * kw
         per_sample = rows * oh * ow * 4
@@ -59,21 +59,17 @@ class _Plan:
         self.hp, self.wp = hp, wp
         self.flat_scatter = self.batch_last and (sh, sw) == (1, 1)
         self.implicit = None  # the compiled implicit-GEMM path (_implicit.Implicit), set by the layer where it applies
-        self._buffers = {}
+        self._buffers = WorkBuffers()
+        self._ones = None
 
     def buffer(self, name, shape):
-        array = self._buffers.get(name)
-        if array is None or array.shape != shape:
-            array = np.zeros(shape, np.float32)
-            self._buffers[name] = array
-        return array
+        return self._buffers.get(name, shape)
 
     def ones(self, count):
         """A float32 vector of ones: sums over positions as one matrix-vector product, as Caffe sums bias gradients."""
-        array = self._buffers.get("ones")
-        if array is None or array.shape != (count,):
-            array = self._buffers["ones"] = np.ones(count, np.float32)
-        return array
+        if self._ones is None or self._ones.shape != (count,):
+            self._ones = np.ones(count, np.float32)
+        return self._ones
 
     def padded_shape(self, m):
         c = self.shape[1]
@@ -192,9 +188,10 @@ class Convolution(Layer):
             raise self.error(f"input has {shape[1]} channels, the weights expect {self.channels}")
         plan = self._plan
         if plan is None or plan.shape != shape:
-            out_hw = tuple(conv_out_size(*args) for args in zip(shape[2:], self.kernel, self.stride, self.pad, self.dilation))
+            geometry = zip(shape[2:], self.kernel, self.stride, self.pad, self.dilation)
+            out_hw = tuple(conv_out_size(*axis) for axis in geometry)
             implicit = min(out_hw) > 0 and _implicit.applies(self, shape, out_hw)
-            plan = _Plan(self, shape, implicit)
+            plan = _Plan(self, shape, out_hw, implicit)
             plan.implicit = _implicit.Implicit(self, plan) if implicit else None
         oh, ow = plan.out_hw
         if oh <= 0 or ow <= 0:

@@ -9,6 +9,7 @@ other windows in one pass with Caffe's flat-index mask.
 import numpy as np
 
 from .. import accel
+from ._common import WorkBuffers
 from ._geometry import pool_geometry, pool_out_size
 from .base import Layer
 
@@ -58,7 +59,7 @@ class Pooling(Layer):
             raise self.error(f"kernel {list(kernel)} is larger than the padded input {h}x{w} (pad {list(self.pad)})")
         self.window = kernel
         self._shape = shape
-        self._batch_last_buffers = {}
+        self._batch_last_buffers = WorkBuffers()
         self.top_shape = (n, c, oh, ow)
         # Non-overlapping windows that tile the input exactly: plain reshapes, no padded copy.
         self.tiled = ((ph, pw) == (0, 0) and h == oh * kh and w == ow * kw
@@ -172,18 +173,12 @@ class Pooling(Layer):
             else:
                 out /= self.divisor
 
-    def _batch_last_buffer(self, name, shape, dtype=np.float32):
-        array = self._batch_last_buffers.get(name)
-        if array is None:
-            array = self._batch_last_buffers[name] = np.zeros(shape, dtype)
-        return array
-
     def _forward_batch_last(self, x, top):
         """2x2 tiles of a (C, H, W, N) bottom handed over by the compiled convolution; the top stays batch-last
         where the net allows it (the next convolution reads it as its input as it is)."""
         k, (n, c, oh, ow) = self.kernels, self.top_shape
-        out = self._batch_last_buffer("top", (c, oh, ow, n))
-        argmax = self._batch_last_buffer("argmax", (c, oh, ow, n), np.int32)
+        out = self._batch_last_buffers.get("top", (c, oh, ow, n))
+        argmax = self._batch_last_buffers.get("argmax", (c, oh, ow, n), np.int32)
         k.max_pool_2x2_batch_last_forward(k.ptr(x), k.ptr(out), k.ptr(argmax, accel.INT32), c * oh, ow, n)
         if top.may_defer:
             top.defer_data(out)
@@ -194,11 +189,11 @@ class Pooling(Layer):
         k, (n, c, oh, ow) = self.kernels, self.top_shape
         grad = top.batch_last_diff()
         if grad is None:
-            grad = self._batch_last_buffer("top_grad", (c, oh, ow, n))
+            grad = self._batch_last_buffers.get("top_grad", (c, oh, ow, n))
             np.copyto(grad, top.diff.transpose(1, 2, 3, 0))
-        dx = self._batch_last_buffer("bottom_grad", (c, 2 * oh, 2 * ow, n))
-        k.max_pool_2x2_batch_last_backward(k.ptr(grad), k.ptr(self._batch_last_buffers["argmax"], accel.INT32),
-                                           k.ptr(dx), c * oh, ow, n)
+        dx = self._batch_last_buffers.get("bottom_grad", (c, 2 * oh, 2 * ow, n))
+        argmax = self._batch_last_buffers.get("argmax", (c, oh, ow, n), np.int32)  # forward's
+        k.max_pool_2x2_batch_last_backward(k.ptr(grad), k.ptr(argmax, accel.INT32), k.ptr(dx), c * oh, ow, n)
         if bottom.may_defer:
             bottom.defer_diff(dx)
         else:
